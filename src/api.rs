@@ -1,0 +1,231 @@
+//! The gRPC service: each RPC runs the pipeline, one line per step.
+//!
+//! Owns: the edge between the wire and the hub. Every handler reads the caller
+//! from the verified certificate (identity), converts the request (validate),
+//! asks `policy` (authorize), and hands a permit plus the change to the sequencer
+//! (append, apply, fan out). Must never take identity from a request, nor touch
+//! storage except through `log` calls run off the async workers.
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::error::{Error, Result};
+use crate::feed::Feed;
+use crate::frame::Frame;
+use crate::indicator::{IndicatorKey, Source};
+use crate::log::Log;
+use crate::policy;
+use crate::proto;
+use crate::proto::server::indicator_hub_server::IndicatorHub;
+use crate::registry::{Org, Registry};
+use crate::sequencer::{Change, Committed, Sequencer, Submission};
+use crate::state::IndicatorState;
+use crate::subscription::{self, Subscription};
+use crate::tls;
+use crate::validate::{ActionCommand, PublishBatch, RevokeCommand, Start, SubscribeCommand};
+
+/// Everything a request may need, shared by all of them.
+#[derive(Clone)]
+pub struct Hub {
+    pub log: Log,
+    pub feed: Feed,
+    pub sequencer: Sequencer,
+    pub registry: Registry,
+    /// Cancelled when the hub shuts down: every stream ends.
+    pub stop: CancellationToken,
+}
+
+impl Hub {
+    /// The calling organisation, from its verified certificate (invariant 5).
+    fn caller<T>(&self, request: &Request<T>) -> Result<(Org, Source)> {
+        let peer = tls::peer_of(request).ok_or_else(|| {
+            Error::Unauthenticated("no verified client certificate on this connection".into())
+        })?;
+        let org = self.registry.active(&peer.identity.org_id)?;
+        let source = Source {
+            org_id: org.id.clone(),
+            cert_serial: peer.identity.cert_serial.clone(),
+        };
+        Ok((org, source))
+    }
+
+    /// The current state of one indicator, read off the async workers.
+    async fn state_of(&self, key: IndicatorKey) -> Result<Option<IndicatorState>> {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || log.indicator(&key))
+            .await
+            .map_err(|e| Error::Unavailable(format!("lookup was interrupted: {e}")))?
+    }
+
+    /// The state of an indicator the caller may see; otherwise NOT_FOUND, so that
+    /// TLP:RED indicators do not even reveal that they exist.
+    async fn visible_state(&self, org: &Org, key: IndicatorKey) -> Result<IndicatorState> {
+        let shown = key.to_string();
+        match self.state_of(key).await? {
+            Some(state) if policy::may_see(org, state.indicator.tlp, &state.source_org) => {
+                Ok(state)
+            }
+            _ => Err(Error::NotFound(format!("{shown} is not known to the hub"))),
+        }
+    }
+}
+
+/// The `dip.v1.IndicatorHub` service.
+pub struct HubService {
+    hub: Hub,
+}
+
+impl HubService {
+    pub fn new(hub: Hub) -> Self {
+        HubService { hub }
+    }
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send + 'static>>;
+type SnapshotStream =
+    Pin<Box<dyn Stream<Item = Result<proto::SnapshotResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl IndicatorHub for HubService {
+    async fn publish(
+        &self,
+        request: Request<proto::PublishRequest>,
+    ) -> Result<Response<proto::PublishResponse>, Status> {
+        let (org, source) = self.hub.caller(&request)?;
+        let batch = PublishBatch::try_from(request.into_inner())?;
+        let permit = policy::authorize_publish(&org, &batch.indicators)?;
+        let submission = Submission {
+            source,
+            changes: batch.indicators.into_iter().map(Change::Publish).collect(),
+            idempotency_key: batch.idempotency_key,
+        };
+        let committed = self.hub.sequencer.submit(permit, submission).await?;
+        let (events, replayed) = event_refs(committed);
+        Ok(Response::new(proto::PublishResponse { events, replayed }))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<proto::RevokeRequest>,
+    ) -> Result<Response<proto::EventsResponse>, Status> {
+        let (org, source) = self.hub.caller(&request)?;
+        let command = RevokeCommand::try_from(request.into_inner())?;
+        let state = self.hub.visible_state(&org, command.key.clone()).await?;
+        let permit = policy::authorize_revoke(&org, &state.source_org)?;
+        let submission = Submission {
+            source,
+            changes: vec![Change::Revoke {
+                key: command.key,
+                reason: command.reason,
+            }],
+            idempotency_key: command.idempotency_key,
+        };
+        let committed = self.hub.sequencer.submit(permit, submission).await?;
+        let (events, replayed) = event_refs(committed);
+        Ok(Response::new(proto::EventsResponse { events, replayed }))
+    }
+
+    async fn report_action(
+        &self,
+        request: Request<proto::ReportActionRequest>,
+    ) -> Result<Response<proto::EventsResponse>, Status> {
+        let (org, source) = self.hub.caller(&request)?;
+        let command = ActionCommand::try_from(request.into_inner())?;
+        let state = self.hub.visible_state(&org, command.key.clone()).await?;
+        let permit = policy::authorize_action(&org, state.indicator.tlp, &state.source_org)?;
+        let submission = Submission {
+            source,
+            changes: vec![Change::Action {
+                key: command.key,
+                action: command.action,
+            }],
+            idempotency_key: command.idempotency_key,
+        };
+        let committed = self.hub.sequencer.submit(permit, submission).await?;
+        let (events, replayed) = event_refs(committed);
+        Ok(Response::new(proto::EventsResponse { events, replayed }))
+    }
+
+    type SubscribeStream = FrameStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let (org, _) = self.hub.caller(&request)?;
+        let command = SubscribeCommand::try_from(request.into_inner())?;
+        let after = match command.start {
+            Start::After(sequence) => sequence,
+            Start::Now => self.hub.feed.committed(),
+            Start::Default => 0,
+        };
+        let subscription = Subscription {
+            filter: command.filter,
+            viewer: org,
+            after,
+            heartbeat: command.heartbeat,
+        };
+        let frames = subscription::spawn(
+            subscription,
+            self.hub.log.clone(),
+            self.hub.feed.clone(),
+            self.hub.stop.child_token(),
+        );
+        Ok(Response::new(Box::pin(frames)))
+    }
+
+    async fn ack(
+        &self,
+        request: Request<proto::AckRequest>,
+    ) -> Result<Response<proto::AckResponse>, Status> {
+        self.hub.caller(&request)?;
+        Err(Status::unimplemented("Ack is not available yet"))
+    }
+
+    async fn lookup(
+        &self,
+        request: Request<proto::LookupRequest>,
+    ) -> Result<Response<proto::LookupResponse>, Status> {
+        let (org, _) = self.hub.caller(&request)?;
+        let proto::LookupRequest { kind, value } = request.into_inner();
+        let key = crate::validate::indicator_key("indicator", kind, &value)?;
+        let response = match self.hub.visible_state(&org, key).await {
+            Ok(state) => proto::LookupResponse {
+                found: true,
+                state: Some(crate::wire::state_to_proto(&state)),
+            },
+            Err(Error::NotFound(_)) => proto::LookupResponse {
+                found: false,
+                state: None,
+            },
+            Err(error) => return Err(error.into()),
+        };
+        Ok(Response::new(response))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        request: Request<proto::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.hub.caller(&request)?;
+        Err(Status::unimplemented("Snapshot is not available yet"))
+    }
+}
+
+fn event_refs(committed: Committed) -> (Vec<proto::EventRef>, bool) {
+    let events = committed
+        .events
+        .into_iter()
+        .map(|e| proto::EventRef {
+            sequence: e.sequence,
+            event_id: e.event_id.to_string(),
+            r#type: e.event_type as i32,
+        })
+        .collect();
+    (events, committed.replayed)
+}

@@ -1,0 +1,487 @@
+//! The `dip-hub` command line: one subcommand per job, raw arguments turned into a
+//! validated configuration once.
+//!
+//! Owns: argument parsing (clap, doc comments as help), signal handling for
+//! `serve`, and printing results (stdout) apart from diagnostics (stderr, via
+//! tracing). Must never hold hub logic: it calls the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::client::{self, ClientCerts};
+use crate::config::{Config, TlsFiles};
+use crate::error::{Error, Result};
+use crate::indicator::{ActionType, Category, Kind, Risk, Tlp};
+use crate::pki;
+use crate::proto;
+use crate::registry::Registry;
+
+/// DIP Hub: share fraud indicators between organisations in real time, over mutual TLS.
+#[derive(Debug, Parser)]
+#[command(name = "dip-hub", version)]
+pub struct Cli {
+    /// Log as JSON lines (on stderr) instead of text.
+    #[arg(long, global = true, env = "DIP_LOG_JSON")]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Development PKI: a CA, a server certificate, one client certificate per organisation.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Run the hub.
+    Serve(ServeArgs),
+    /// Publish one indicator as an organisation.
+    Publish(PublishArgs),
+    /// Revoke (withdraw) an indicator you published.
+    Revoke(RevokeArgs),
+    /// Report what your organisation did about an indicator.
+    Action(ActionArgs),
+    /// Follow the hub's events as JSON lines on stdout.
+    Subscribe(SubscribeArgs),
+    /// The current state of one indicator, as JSON.
+    Lookup(LookupArgs),
+    /// Start a hub on a fresh embedded database and watch simulated stakeholders use it.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create what is missing: CA, server certificate, organisation certificates.
+    Init {
+        /// Where the PKI lives (private keys are generated here, never committed).
+        #[arg(long, default_value = "certs/dev")]
+        dir: PathBuf,
+        /// The organisation registry: one client certificate per organisation.
+        #[arg(long, default_value = "certs/orgs.toml")]
+        registry: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7443", env = "DIP_LISTEN")]
+    pub listen: SocketAddr,
+    /// The sled database directory.
+    #[arg(long, default_value = "dip-data", env = "DIP_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Development PKI directory (ca.pem, server.pem, server.key).
+    #[arg(long, default_value = "certs/dev", env = "DIP_CERTS_DIR")]
+    pub certs_dir: PathBuf,
+    /// CA certificate that signs client certificates (overrides --certs-dir).
+    #[arg(long, env = "DIP_CA")]
+    pub ca: Option<PathBuf>,
+    /// Server certificate (overrides --certs-dir).
+    #[arg(long, env = "DIP_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Server private key (overrides --certs-dir).
+    #[arg(long, env = "DIP_KEY")]
+    pub key: Option<PathBuf>,
+    /// Certificate revocation list (PEM); repeatable.
+    #[arg(long)]
+    pub crl: Vec<PathBuf>,
+    /// The organisation registry.
+    #[arg(long, default_value = "certs/orgs.toml", env = "DIP_REGISTRY")]
+    pub registry: PathBuf,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> Config {
+        let dev = TlsFiles::dev(&self.certs_dir);
+        let tls = TlsFiles {
+            ca_cert: self.ca.clone().unwrap_or(dev.ca_cert),
+            server_cert: self.cert.clone().unwrap_or(dev.server_cert),
+            server_key: self.key.clone().unwrap_or(dev.server_key),
+            crls: self.crl.clone(),
+        };
+        Config::new(self.data_dir.clone(), tls, self.registry.clone())
+    }
+}
+
+/// How a client reaches the hub and who it is.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The hub's address.
+    #[arg(long, default_value = "https://localhost:7443", env = "DIP_HUB")]
+    pub hub: String,
+    /// Act as this organisation, with its certificate from --certs-dir.
+    #[arg(long = "as", env = "DIP_ORG")]
+    pub org: Option<String>,
+    /// Development PKI directory.
+    #[arg(long, default_value = "certs/dev", env = "DIP_CERTS_DIR")]
+    pub certs_dir: PathBuf,
+    /// Client certificate (instead of --as).
+    #[arg(long, requires_all = ["key", "ca"])]
+    pub cert: Option<PathBuf>,
+    /// Client private key (with --cert).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// The hub CA certificate (with --cert).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    fn certs(&self) -> Result<ClientCerts> {
+        match (&self.cert, &self.key, &self.ca, &self.org) {
+            (Some(cert), Some(key), Some(ca), _) => Ok(ClientCerts {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (_, _, _, Some(org)) => Ok(ClientCerts::dev(&self.certs_dir, org)),
+            _ => Err(Error::Config(
+                "say who you are: --as ORG (development PKI) or --cert, --key and --ca".into(),
+            )),
+        }
+    }
+
+    async fn connect(
+        &self,
+    ) -> Result<proto::indicator_hub_client::IndicatorHubClient<tonic::transport::Channel>> {
+        client::connect(&self.hub, &self.certs()?).await
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// PHONE_NUMBER, IMEI, URL, DOMAIN, IP_ADDRESS, UPI_ID, BANK_ACCOUNT, EMAIL or SMS_HEADER.
+    #[arg(long, value_parser = parse_enum::<Kind>)]
+    pub kind: Kind,
+    #[arg(long)]
+    pub value: String,
+    /// FRAUD_CALL, SPAM, PHISHING, MULE_ACCOUNT, STOLEN_HANDSET, FAKE_KYC, DISCONNECTED or VOIP_ABUSE.
+    #[arg(long, value_parser = parse_enum::<Category>)]
+    pub category: Category,
+    /// MEDIUM, HIGH or VERY_HIGH.
+    #[arg(long, value_parser = parse_enum::<Risk>, default_value = "HIGH")]
+    pub risk: Risk,
+    /// CLEAR, GREEN, AMBER or RED.
+    #[arg(long, value_parser = parse_enum::<Tlp>, default_value = "GREEN")]
+    pub tlp: Tlp,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Expire the indicator after this many hours.
+    #[arg(long)]
+    pub valid_hours: Option<u32>,
+    /// Retrying with the same key never publishes twice.
+    #[arg(long, default_value = "")]
+    pub idempotency_key: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long, value_parser = parse_enum::<Kind>)]
+    pub kind: Kind,
+    #[arg(long)]
+    pub value: String,
+    /// Why it is withdrawn.
+    #[arg(long)]
+    pub reason: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long, value_parser = parse_enum::<Kind>)]
+    pub kind: Kind,
+    #[arg(long)]
+    pub value: String,
+    /// NUMBER_DISCONNECTED, ACCOUNT_FROZEN, ACCOUNT_DEREGISTERED, UPI_ID_DELINKED, URL_BLOCKED, HANDSET_BLOCKED or OTHER_ACTION.
+    #[arg(long, value_parser = parse_enum::<ActionType>)]
+    pub action: ActionType,
+    #[arg(long, default_value = "")]
+    pub note: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SubscribeArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Only these kinds (repeatable).
+    #[arg(long = "kind", value_parser = parse_enum::<Kind>)]
+    pub kinds: Vec<Kind>,
+    /// Only these categories (repeatable).
+    #[arg(long = "category", value_parser = parse_enum::<Category>)]
+    pub categories: Vec<Category>,
+    /// Only this risk and above.
+    #[arg(long, value_parser = parse_enum::<Risk>)]
+    pub min_risk: Option<Risk>,
+    /// Start after this sequence (0: from the beginning).
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
+    /// Only events from now on.
+    #[arg(long, conflicts_with = "after")]
+    pub from_now: bool,
+    /// Durable consumer name: resume after its last acknowledged sequence.
+    #[arg(long, default_value = "")]
+    pub consumer: String,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct LookupArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long, value_parser = parse_enum::<Kind>)]
+    pub kind: Kind,
+    #[arg(long)]
+    pub value: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The database directory (default: a fresh temporary one, removed afterwards).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Development PKI directory (made if missing).
+    #[arg(long, default_value = "certs/dev")]
+    pub certs_dir: PathBuf,
+    /// The organisation registry.
+    #[arg(long, default_value = "certs/orgs.toml")]
+    pub registry: PathBuf,
+}
+
+/// Parses an enumeration by its protobuf name, case-insensitively.
+fn parse_enum<E: EnumFromName>(text: &str) -> std::result::Result<E, String> {
+    let upper = text.trim().to_ascii_uppercase().replace('-', "_");
+    E::from_name(&upper).ok_or_else(|| format!("{text:?} is not one of {}", E::NAMES.join(", ")))
+}
+
+/// Enumerations the command line accepts by name.
+pub trait EnumFromName: Sized + Clone + Send + Sync + 'static {
+    const NAMES: &'static [&'static str];
+    fn from_name(name: &str) -> Option<Self>;
+}
+
+macro_rules! enum_from_name {
+    ($($ty:ty: [$($name:literal),*]),* $(,)?) => {
+        $(impl EnumFromName for $ty {
+            const NAMES: &'static [&'static str] = &[$($name),*];
+            fn from_name(name: &str) -> Option<Self> {
+                <$ty>::from_str_name(name).filter(|v| *v as i32 != 0)
+            }
+        })*
+    };
+}
+
+enum_from_name! {
+    Kind: ["PHONE_NUMBER", "IMEI", "URL", "DOMAIN", "IP_ADDRESS", "UPI_ID", "BANK_ACCOUNT", "EMAIL", "SMS_HEADER"],
+    Category: ["FRAUD_CALL", "SPAM", "PHISHING", "MULE_ACCOUNT", "STOLEN_HANDSET", "FAKE_KYC", "DISCONNECTED", "VOIP_ABUSE"],
+    Risk: ["MEDIUM", "HIGH", "VERY_HIGH"],
+    Tlp: ["CLEAR", "GREEN", "AMBER", "RED"],
+    ActionType: ["NUMBER_DISCONNECTED", "ACCOUNT_FROZEN", "ACCOUNT_DEREGISTERED", "UPI_ID_DELINKED", "URL_BLOCKED", "HANDSET_BLOCKED", "OTHER_ACTION"],
+}
+
+/// Runs one command to completion.
+pub async fn execute(command: Command) -> Result<()> {
+    match command {
+        Command::Certs {
+            command: CertsCommand::Init { dir, registry },
+        } => certs_init(&dir, &registry),
+        Command::Serve(args) => serve(args).await,
+        Command::Publish(args) => publish(args).await,
+        Command::Revoke(args) => revoke(args).await,
+        Command::Action(args) => action(args).await,
+        Command::Subscribe(args) => subscribe(args).await,
+        Command::Lookup(args) => lookup(args).await,
+        Command::Demo(args) => crate::demo::run(args).await,
+    }
+}
+
+pub fn certs_init(dir: &std::path::Path, registry: &std::path::Path) -> Result<()> {
+    let orgs: Vec<String> = Registry::load(registry)?
+        .all()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    let report = pki::init_dev_pki(dir, &orgs, &["localhost", "127.0.0.1"])?;
+    tracing::info!(dir = %dir.display(), ?report, "development PKI ready");
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let config = args.config();
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Error::io(format!("listening on {}", args.listen), e))?;
+    crate::server::run(config, listener, shutdown_signal()).await
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!("{value}");
+}
+
+async fn publish(args: PublishArgs) -> Result<()> {
+    let mut client = args.client.connect().await?;
+    let valid_until = args.valid_hours.map(|hours| {
+        crate::wire::timestamp(crate::indicator::now_millis() + i64::from(hours) * 3_600_000)
+    });
+    let request = proto::PublishRequest {
+        indicators: vec![proto::Indicator {
+            kind: args.kind as i32,
+            value: args.value,
+            category: args.category as i32,
+            risk: args.risk as i32,
+            description: args.description,
+            valid_until,
+            tlp: args.tlp as i32,
+        }],
+        idempotency_key: args.idempotency_key,
+    };
+    let response = client
+        .publish(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    print_json(&events_json(&response.events, response.replayed));
+    Ok(())
+}
+
+async fn revoke(args: RevokeArgs) -> Result<()> {
+    let mut client = args.client.connect().await?;
+    let request = proto::RevokeRequest {
+        kind: args.kind as i32,
+        value: args.value,
+        reason: args.reason,
+        idempotency_key: String::new(),
+    };
+    let response = client
+        .revoke(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    print_json(&events_json(&response.events, response.replayed));
+    Ok(())
+}
+
+async fn action(args: ActionArgs) -> Result<()> {
+    let mut client = args.client.connect().await?;
+    let request = proto::ReportActionRequest {
+        kind: args.kind as i32,
+        value: args.value,
+        action: args.action as i32,
+        note: args.note,
+        idempotency_key: String::new(),
+    };
+    let response = client
+        .report_action(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    print_json(&events_json(&response.events, response.replayed));
+    Ok(())
+}
+
+fn events_json(events: &[proto::EventRef], replayed: bool) -> serde_json::Value {
+    serde_json::json!({
+        "replayed": replayed,
+        "events": events.iter().map(|e| serde_json::json!({
+            "sequence": e.sequence,
+            "event_id": e.event_id,
+            "type": crate::indicator::EventType::try_from(e.r#type).map(|t| t.as_str_name()).unwrap_or("?"),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn subscribe(args: SubscribeArgs) -> Result<()> {
+    let mut client = args.client.connect().await?;
+    let request = proto::SubscribeRequest {
+        filter: Some(proto::Filter {
+            kinds: args.kinds.iter().map(|k| *k as i32).collect(),
+            categories: args.categories.iter().map(|c| *c as i32).collect(),
+            min_risk: args.min_risk.map_or(0, |r| r as i32),
+            types: Vec::new(),
+        }),
+        after_sequence: args.after,
+        from_now: args.from_now,
+        consumer: args.consumer,
+        heartbeat_seconds: 0,
+    };
+    let mut stream = client
+        .subscribe(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let mut seen = 0;
+    while let Some(message) = stream.message().await.map_err(status_error)? {
+        if let Some(heartbeat) = message.heartbeat {
+            tracing::debug!(head = heartbeat.head_sequence, "heartbeat");
+        }
+        for event in &message.events {
+            print_json(&client::event_json(event));
+            seen += 1;
+            if args.limit.is_some_and(|limit| seen >= limit) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn lookup(args: LookupArgs) -> Result<()> {
+    let mut client = args.client.connect().await?;
+    let request = proto::LookupRequest {
+        kind: args.kind as i32,
+        value: args.value,
+    };
+    let response = client
+        .lookup(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match response.state {
+        Some(state) if response.found => print_json(&client::state_json(&state)),
+        _ => print_json(&serde_json::json!({ "found": false })),
+    }
+    Ok(())
+}
+
+/// A status from the hub, for the command line's error message.
+pub fn status_error(status: tonic::Status) -> Error {
+    Error::Remote(status)
+}

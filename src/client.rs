@@ -1,0 +1,132 @@
+//! Connecting to a hub as an organisation, for the CLI, the demo and the benchmark.
+//!
+//! Owns: turning certificate files and a hub address into a connected client over
+//! mutual TLS, and rendering events as JSON lines. Must never present another
+//! organisation's certificate than the one it is given.
+
+use std::path::{Path, PathBuf};
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::read_text;
+use crate::error::{Error, Result};
+use crate::indicator::{
+    ActionType, Category, EventType, Kind, Risk, Status as IndicatorStatus, Tlp,
+};
+use crate::pki::DevPkiPaths;
+use crate::proto;
+use crate::proto::indicator_hub_client::IndicatorHubClient;
+use crate::server::MAX_REQUEST_BYTES;
+use crate::tls;
+
+/// Largest response a client decodes (frames are far smaller).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The files a client presents: its certificate and key, and the hub CA it trusts.
+#[derive(Clone, Debug)]
+pub struct ClientCerts {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ClientCerts {
+    /// An organisation's certificate from a development PKI directory.
+    pub fn dev(dir: &Path, org_id: &str) -> ClientCerts {
+        let paths = DevPkiPaths::new(dir);
+        ClientCerts {
+            ca: paths.ca_cert(),
+            cert: paths.org_cert(org_id),
+            key: paths.org_key(org_id),
+        }
+    }
+}
+
+/// Connects to the hub at `url` (e.g. `https://localhost:7443`).
+pub async fn connect(url: &str, certs: &ClientCerts) -> Result<IndicatorHubClient<Channel>> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| Error::Config(format!("hub address {url:?}: {e}")))?;
+    let domain = endpoint
+        .uri()
+        .host()
+        .ok_or_else(|| Error::Config(format!("hub address {url:?} has no host")))?
+        .to_string();
+    let tls = tls::client_tls(
+        &read_text(&certs.ca)?,
+        &read_text(&certs.cert)?,
+        &read_text(&certs.key)?,
+        &domain,
+    );
+    let channel = endpoint
+        .tls_config(tls)
+        .map_err(|e| Error::Tls(format!("client TLS for {url}: {e}")))?
+        .connect()
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot reach the hub at {url}: {e}")))?;
+    Ok(IndicatorHubClient::new(channel)
+        .max_decoding_message_size(MAX_RESPONSE_BYTES)
+        .max_encoding_message_size(MAX_REQUEST_BYTES))
+}
+
+fn name<E: TryFrom<i32>>(value: i32, as_str: fn(&E) -> &'static str) -> String {
+    E::try_from(value).map_or_else(|_| value.to_string(), |e| as_str(&e).to_string())
+}
+
+fn time(t: &Option<prost_types::Timestamp>) -> serde_json::Value {
+    match t {
+        Some(t) => serde_json::json!(crate::wire::millis(t)),
+        None => serde_json::Value::Null,
+    }
+}
+
+pub fn indicator_json(indicator: &proto::Indicator) -> serde_json::Value {
+    serde_json::json!({
+        "kind": name::<Kind>(indicator.kind, Kind::as_str_name),
+        "value": indicator.value,
+        "category": name::<Category>(indicator.category, Category::as_str_name),
+        "risk": name::<Risk>(indicator.risk, Risk::as_str_name),
+        "tlp": name::<Tlp>(indicator.tlp, Tlp::as_str_name),
+        "description": indicator.description,
+        "valid_until_ms": time(&indicator.valid_until),
+    })
+}
+
+/// One event as a JSON object (times in Unix milliseconds).
+pub fn event_json(event: &proto::Event) -> serde_json::Value {
+    serde_json::json!({
+        "sequence": event.sequence,
+        "event_id": event.event_id,
+        "type": name::<EventType>(event.r#type, EventType::as_str_name),
+        "indicator": event.indicator.as_ref().map(indicator_json),
+        "source_org": event.source_org,
+        "source_cert_serial": event.source_cert_serial,
+        "time_ms": time(&event.time),
+        "reason": event.reason,
+        "action": event.action.as_ref().map(|a| serde_json::json!({
+            "type": name::<ActionType>(a.r#type, ActionType::as_str_name),
+            "note": a.note,
+        })),
+    })
+}
+
+/// An indicator's state as a JSON object.
+pub fn state_json(state: &proto::IndicatorState) -> serde_json::Value {
+    serde_json::json!({
+        "indicator": state.indicator.as_ref().map(indicator_json),
+        "status": name::<IndicatorStatus>(state.status, IndicatorStatus::as_str_name),
+        "source_org": state.source_org,
+        "reporters": state.reporters,
+        "first_seen_ms": time(&state.first_seen),
+        "last_seen_ms": time(&state.last_seen),
+        "actions": state.actions.iter().map(|a| serde_json::json!({
+            "org": a.org,
+            "type": a.action.as_ref().map(|x| name::<ActionType>(x.r#type, ActionType::as_str_name)),
+            "note": a.action.as_ref().map(|x| x.note.clone()),
+            "time_ms": time(&a.time),
+            "sequence": a.sequence,
+        })).collect::<Vec<_>>(),
+        "history_length": state.history_length,
+        "last_sequence": state.last_sequence,
+        "revoke_reason": state.revoke_reason,
+    })
+}

@@ -1,0 +1,47 @@
+//! DIP Hub: a gRPC hub over mutual TLS through which organisations share fraud
+//! indicators in real time.
+//!
+//! # Layout
+//!
+//! A publish flows through one module per step:
+//!
+//! 1. [`tls`] accepts the connection and [`identity`] reads the organisation from
+//!    the verified client certificate; [`registry`] says whether it is active and
+//!    what role it has.
+//! 2. [`validate`] turns the request into domain types ([`indicator`]), with
+//!    [`normalize`] giving each value its canonical form.
+//! 3. [`policy`] authorizes it and hands out a permit.
+//! 4. [`sequencer`], the one writer, gives the events their sequences and appends
+//!    them to the [`log`] (sled), many publishes to one flush.
+//! 5. The events are applied to the [`state`] view, and
+//! 6. fanned out by the [`feed`] to every [`subscription`], as pre-encoded
+//!    [`frame`]s ([`wire`] encodes each event once).
+//!
+//! [`api`] is the gRPC service that runs this pipeline; [`server`] wires it up and
+//! serves it. [`pki`] makes the development certificates.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod feed;
+pub mod frame;
+pub mod identity;
+pub mod indicator;
+pub mod log;
+pub mod normalize;
+pub mod pki;
+pub mod policy;
+pub mod proto;
+pub mod registry;
+pub mod sequencer;
+pub mod server;
+pub mod state;
+pub mod subscription;
+pub mod tls;
+pub mod validate;
+pub mod wire;
+
+pub use error::{Error, Result};

@@ -1,0 +1,38 @@
+//! `dip-hub`: parse the command line, set up tracing, run the command, map errors
+//! to exit codes.
+
+use clap::Parser;
+use dip_hub::cli::{Cli, execute};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    match execute(cli.command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            let code = exit_code(&error);
+            eprintln!("dip-hub: {:#}", anyhow::Error::from(error));
+            std::process::ExitCode::from(code)
+        }
+    }
+}
+
+/// 2: the configuration or the request was wrong; 3: the hub is unreachable; 1: anything else.
+fn exit_code(error: &dip_hub::Error) -> u8 {
+    use dip_hub::Error;
+    match error {
+        Error::Config(_) | Error::InvalidArgument { .. } => 2,
+        Error::Unavailable(_) => 3,
+        _ => 1,
+    }
+}

@@ -1,0 +1,255 @@
+//! Authorization: what each role may do, as one table and pure functions.
+//!
+//! Owns: the role policy (role × kind × action → allow or deny, with the rule that
+//! denied) and TLP visibility. Returns a [`Permit`], which appending to the log
+//! requires. Must never do I/O or look at requests beyond what it is given.
+
+use crate::error::{Error, Result};
+use crate::indicator::{Category, Indicator, Kind, Tlp};
+use crate::registry::{Org, Role};
+
+/// Proof that a submission was authorized; only this module makes one.
+#[derive(Debug)]
+pub struct Permit {
+    _private: (),
+}
+
+impl Permit {
+    fn granted() -> Permit {
+        Permit { _private: () }
+    }
+}
+
+use Kind::*;
+
+/// Which kinds each role may publish. Revoking, reporting actions and reading are
+/// governed by [`authorize_revoke`], [`authorize_action`] and [`may_see`].
+const PUBLISH_KINDS: &[(Role, &[Kind])] = &[
+    (
+        Role::Regulator,
+        &[
+            PhoneNumber,
+            Imei,
+            Url,
+            Domain,
+            IpAddress,
+            UpiId,
+            BankAccount,
+            Email,
+            SmsHeader,
+        ],
+    ),
+    (
+        Role::LawEnforcement,
+        &[
+            PhoneNumber,
+            Imei,
+            Url,
+            Domain,
+            IpAddress,
+            UpiId,
+            BankAccount,
+            Email,
+            SmsHeader,
+        ],
+    ),
+    (
+        Role::Bank,
+        &[
+            PhoneNumber,
+            Url,
+            Domain,
+            UpiId,
+            BankAccount,
+            Email,
+            SmsHeader,
+        ],
+    ),
+    (
+        Role::Tsp,
+        &[PhoneNumber, Imei, Url, Domain, IpAddress, SmsHeader],
+    ),
+    (
+        Role::PaymentOperator,
+        &[PhoneNumber, Url, Domain, UpiId, BankAccount, Email],
+    ),
+    (Role::Platform, &[]),
+];
+
+/// Categories only some roles may assert.
+const RESTRICTED_CATEGORIES: &[(Category, &[Role])] = &[
+    (Category::Disconnected, &[Role::Tsp, Role::Regulator]),
+    (
+        Category::StolenHandset,
+        &[Role::LawEnforcement, Role::Tsp, Role::Regulator],
+    ),
+];
+
+/// Roles that see TLP:RED indicators of other organisations.
+const RED_READERS: &[Role] = &[Role::LawEnforcement, Role::Regulator];
+
+/// May `org` publish every one of `indicators`?
+pub fn authorize_publish(org: &Org, indicators: &[Indicator]) -> Result<Permit> {
+    for (index, indicator) in indicators.iter().enumerate() {
+        check_publish(org, indicator).map_err(|rule| {
+            Error::PermissionDenied(format!(
+                "indicators[{index}]: {} ({}) may not publish {} with category {}: {rule}",
+                org.id,
+                org.role.as_str(),
+                indicator.key.kind.as_str_name(),
+                indicator.category.as_str_name(),
+            ))
+        })?;
+    }
+    Ok(Permit::granted())
+}
+
+fn check_publish(org: &Org, indicator: &Indicator) -> std::result::Result<(), String> {
+    let kinds = PUBLISH_KINDS
+        .iter()
+        .find(|(role, _)| *role == org.role)
+        .map_or(&[][..], |(_, kinds)| *kinds);
+    if !kinds.contains(&indicator.key.kind) {
+        return Err(if kinds.is_empty() {
+            format!(
+                "role {} reports actions only (ReportAction)",
+                org.role.as_str()
+            )
+        } else {
+            format!(
+                "role {} publishes only {}",
+                org.role.as_str(),
+                kinds
+                    .iter()
+                    .map(|k| k.as_str_name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
+    }
+    if let Some((category, roles)) = RESTRICTED_CATEGORIES
+        .iter()
+        .find(|(category, _)| *category == indicator.category)
+    {
+        if !roles.contains(&org.role) {
+            return Err(format!(
+                "only {} publish {}",
+                roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                category.as_str_name()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Only the organisation that published an indicator, or the regulator, revokes it.
+pub fn authorize_revoke(org: &Org, source_org: &str) -> Result<Permit> {
+    if org.role == Role::Regulator || org.id == source_org {
+        Ok(Permit::granted())
+    } else {
+        Err(Error::PermissionDenied(format!(
+            "{} may not revoke this indicator: only its source organisation ({source_org}) or the regulator revokes",
+            org.id
+        )))
+    }
+}
+
+/// Every active organisation may report what it did about an indicator it can see.
+pub fn authorize_action(org: &Org, tlp: Tlp, source_org: &str) -> Result<Permit> {
+    if may_see(org, tlp, source_org) {
+        Ok(Permit::granted())
+    } else {
+        Err(Error::NotFound("no such indicator".into()))
+    }
+}
+
+/// The hub itself (expiry) needs no caller's permission.
+pub fn hub_permit() -> Permit {
+    Permit::granted()
+}
+
+/// TLP: RED reaches only law enforcement, the regulator and the source organisation.
+pub fn may_see(viewer: &Org, tlp: Tlp, source_org: &str) -> bool {
+    tlp != Tlp::Red || RED_READERS.contains(&viewer.role) || viewer.id == source_org
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::indicator::{IndicatorKey, Risk};
+    use crate::registry::OrgStatus;
+
+    fn org(id: &str, role: Role) -> Org {
+        Org {
+            id: id.into(),
+            name: id.into(),
+            role,
+            status: OrgStatus::Active,
+        }
+    }
+
+    fn indicator(kind: Kind, category: Category) -> Indicator {
+        Indicator {
+            key: IndicatorKey {
+                kind,
+                value: "x".into(),
+            },
+            category,
+            risk: Risk::High,
+            description: String::new(),
+            valid_until: None,
+            tlp: Tlp::Green,
+        }
+    }
+
+    #[test]
+    fn disconnected_numbers_come_only_from_tsps_and_the_regulator() {
+        let number = [indicator(PhoneNumber, Category::Disconnected)];
+        assert!(authorize_publish(&org("tsp", Role::Tsp), &number).is_ok());
+        assert!(authorize_publish(&org("dot", Role::Regulator), &number).is_ok());
+        let denied = authorize_publish(&org("bank", Role::Bank), &number).expect_err("denied");
+        assert!(
+            denied
+                .to_string()
+                .contains("only TSP, REGULATOR publish DISCONNECTED")
+        );
+    }
+
+    #[test]
+    fn platforms_only_report_actions() {
+        let number = [indicator(PhoneNumber, Category::FraudCall)];
+        let denied = authorize_publish(&org("chat", Role::Platform), &number).expect_err("denied");
+        assert!(denied.to_string().contains("reports actions only"));
+    }
+
+    #[test]
+    fn banks_do_not_publish_imeis() {
+        let imei = [indicator(Imei, Category::StolenHandset)];
+        assert!(authorize_publish(&org("bank", Role::Bank), &imei).is_err());
+        assert!(authorize_publish(&org("police", Role::LawEnforcement), &imei).is_ok());
+    }
+
+    #[test]
+    fn only_the_source_or_the_regulator_revokes() {
+        assert!(authorize_revoke(&org("police", Role::LawEnforcement), "police").is_ok());
+        assert!(authorize_revoke(&org("dot", Role::Regulator), "police").is_ok());
+        assert!(authorize_revoke(&org("bank", Role::Bank), "police").is_err());
+    }
+
+    #[test]
+    fn red_reaches_law_enforcement_the_regulator_and_the_source_only() {
+        assert!(may_see(
+            &org("police", Role::LawEnforcement),
+            Tlp::Red,
+            "bank-a"
+        ));
+        assert!(may_see(&org("dot", Role::Regulator), Tlp::Red, "bank-a"));
+        assert!(may_see(&org("bank-a", Role::Bank), Tlp::Red, "bank-a"));
+        assert!(!may_see(&org("bank-b", Role::Bank), Tlp::Red, "bank-a"));
+        assert!(may_see(&org("bank-b", Role::Bank), Tlp::Amber, "bank-a"));
+    }
+}

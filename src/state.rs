@@ -1,0 +1,197 @@
+//! The state view: the current state of each indicator, derived from the log.
+//!
+//! Owns: how one event changes an indicator's state ([`apply`]) and how a publish is
+//! classified against the current state ([`classify_publish`]). Pure: the writer
+//! uses it live and on replay after a crash, so both give the same state. Must
+//! never read or write storage itself.
+
+use std::collections::BTreeSet;
+
+use crate::indicator::{Action, Event, EventType, Indicator, Millis, Status};
+
+/// An action some organisation reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActionRecord {
+    pub org_id: String,
+    pub action: Action,
+    pub time: Millis,
+    pub sequence: u64,
+}
+
+/// Everything the hub knows about one indicator now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndicatorState {
+    /// Current: highest risk reported, latest description.
+    pub indicator: Indicator,
+    pub status: Status,
+    /// The organisation that first published it (in its current life).
+    pub source_org: String,
+    pub reporters: BTreeSet<String>,
+    pub first_seen: Millis,
+    pub last_seen: Millis,
+    pub actions: Vec<ActionRecord>,
+    pub history_length: u32,
+    pub last_sequence: u64,
+    pub revoke_reason: String,
+}
+
+impl IndicatorState {
+    pub fn is_active(&self) -> bool {
+        self.status == Status::Active
+    }
+}
+
+/// Whether publishing `indicator` by `org` is a new publication (or an update by a
+/// reporter) or a sighting of an indicator another organisation already reported.
+pub fn classify_publish(current: Option<&IndicatorState>, org: &str) -> EventType {
+    match current {
+        Some(state) if state.is_active() && !state.reporters.contains(org) => EventType::Sighting,
+        _ => EventType::Published,
+    }
+}
+
+/// The state after `event`. Replaying an event already applied
+/// (`event.sequence <= last_sequence`) changes nothing.
+pub fn apply(current: Option<IndicatorState>, event: &Event) -> Option<IndicatorState> {
+    if let Some(state) = &current {
+        if event.sequence <= state.last_sequence {
+            return current;
+        }
+    }
+    let org = &event.source.org_id;
+    let history_length = current.as_ref().map_or(0, |s| s.history_length);
+    let mut state = match current {
+        Some(state) if state.is_active() || event.event_type != EventType::Published => state,
+        // A new indicator, or a new life of one revoked or expired.
+        _ if event.event_type == EventType::Published => IndicatorState {
+            indicator: event.indicator.clone(),
+            status: Status::Active,
+            source_org: org.clone(),
+            reporters: BTreeSet::new(),
+            first_seen: event.time,
+            last_seen: event.time,
+            actions: Vec::new(),
+            history_length,
+            last_sequence: 0,
+            revoke_reason: String::new(),
+        },
+        // Lifecycle events about an indicator the hub does not hold are not applied.
+        _ => return None,
+    };
+    match event.event_type {
+        EventType::Published | EventType::Sighting => {
+            merge_report(&mut state.indicator, &event.indicator);
+            state.reporters.insert(org.clone());
+            state.last_seen = event.time;
+        }
+        EventType::Revoked => {
+            state.status = Status::StatusRevoked;
+            state.revoke_reason = event.reason.clone();
+        }
+        EventType::Expired => state.status = Status::StatusExpired,
+        EventType::ActionTaken => {
+            if let Some(action) = &event.action {
+                state.actions.push(ActionRecord {
+                    org_id: org.clone(),
+                    action: action.clone(),
+                    time: event.time,
+                    sequence: event.sequence,
+                });
+            }
+        }
+        EventType::Unspecified => {}
+    }
+    state.history_length += 1;
+    state.last_sequence = event.sequence;
+    Some(state)
+}
+
+/// A new report keeps the highest risk and the latest non-empty details.
+fn merge_report(current: &mut Indicator, report: &Indicator) {
+    current.risk = current.risk.max(report.risk);
+    current.category = report.category;
+    if !report.description.is_empty() {
+        current.description = report.description.clone();
+    }
+    current.valid_until = match (current.valid_until, report.valid_until) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        _ => None,
+    };
+    current.tlp = report.tlp;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::indicator::{Category, IndicatorKey, Kind, Risk, Source, Tlp};
+
+    fn event(sequence: u64, event_type: EventType, org: &str, risk: Risk) -> Event {
+        Event {
+            sequence,
+            event_id: uuid::Uuid::now_v7(),
+            event_type,
+            indicator: Indicator {
+                key: IndicatorKey {
+                    kind: Kind::PhoneNumber,
+                    value: "+919876543210".into(),
+                },
+                category: Category::FraudCall,
+                risk,
+                description: String::new(),
+                valid_until: None,
+                tlp: Tlp::Green,
+            },
+            source: Source {
+                org_id: org.into(),
+                cert_serial: "01".into(),
+            },
+            time: sequence as Millis * 1000,
+            reason: String::new(),
+            action: None,
+        }
+    }
+
+    #[test]
+    fn a_sighting_adds_a_reporter_and_keeps_the_highest_risk() {
+        let s = apply(
+            None,
+            &event(1, EventType::Published, "police", Risk::VeryHigh),
+        );
+        assert_eq!(classify_publish(s.as_ref(), "bank"), EventType::Sighting);
+        assert_eq!(classify_publish(s.as_ref(), "police"), EventType::Published);
+        let s = apply(s, &event(2, EventType::Sighting, "bank", Risk::Medium)).expect("state");
+        assert_eq!(s.indicator.risk, Risk::VeryHigh);
+        assert_eq!(s.reporters.len(), 2);
+        assert_eq!((s.first_seen, s.last_seen), (1000, 2000));
+        assert_eq!(s.history_length, 2);
+        assert_eq!(s.source_org, "police");
+    }
+
+    #[test]
+    fn replaying_an_applied_event_changes_nothing() {
+        let s = apply(None, &event(1, EventType::Published, "police", Risk::High));
+        let again = apply(
+            s.clone(),
+            &event(1, EventType::Published, "police", Risk::High),
+        );
+        assert_eq!(s, again);
+    }
+
+    #[test]
+    fn a_revoked_indicator_published_again_starts_a_new_life() {
+        let s = apply(None, &event(1, EventType::Published, "police", Risk::High));
+        let s = apply(s, &event(2, EventType::Revoked, "police", Risk::High));
+        assert_eq!(s.as_ref().map(|s| s.status), Some(Status::StatusRevoked));
+        assert_eq!(classify_publish(s.as_ref(), "bank"), EventType::Published);
+        let s = apply(s, &event(3, EventType::Published, "bank", Risk::Medium)).expect("state");
+        assert_eq!(s.status, Status::Active);
+        assert_eq!(s.source_org, "bank");
+        assert_eq!(s.indicator.risk, Risk::Medium);
+        assert_eq!(s.history_length, 3, "history counts every life");
+    }
+
+    #[test]
+    fn lifecycle_events_for_unknown_indicators_are_not_applied() {
+        assert!(apply(None, &event(1, EventType::Revoked, "police", Risk::High)).is_none());
+    }
+}

@@ -1,0 +1,215 @@
+//! `TestHub`: starts the real hub on an ephemeral loopback port with a fresh PKI
+//! and database, and hands out clients that act as registered organisations.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dip_hub::client::{self, ClientCerts};
+use dip_hub::config::{Config, TlsFiles};
+use dip_hub::pki::{self, DevPkiPaths};
+use dip_hub::proto;
+use dip_hub::proto::indicator_hub_client::IndicatorHubClient;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+pub type Client = IndicatorHubClient<Channel>;
+
+/// The registry every test hub starts with (the development one).
+pub const REGISTRY: &str = include_str!("../../certs/orgs.toml");
+
+/// A PKI and a registry in a temporary directory, shared by restarts of a hub.
+pub struct TestPki {
+    pub dir: TempDir,
+}
+
+impl TestPki {
+    pub fn new() -> Arc<TestPki> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("orgs.toml"), REGISTRY).expect("registry");
+        let orgs = dip_hub::registry::Registry::parse(REGISTRY)
+            .expect("registry parses")
+            .all()
+            .into_iter()
+            .map(|o| o.id)
+            .collect::<Vec<_>>();
+        pki::init_dev_pki(&dir.path().join("pki"), &orgs, &["localhost", "127.0.0.1"])
+            .expect("dev PKI");
+        Arc::new(TestPki { dir })
+    }
+
+    pub fn pki_dir(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    pub fn registry(&self) -> PathBuf {
+        self.dir.path().join("orgs.toml")
+    }
+
+    pub fn paths(&self) -> DevPkiPaths {
+        DevPkiPaths::new(&self.pki_dir())
+    }
+
+    pub fn certs(&self, org: &str) -> ClientCerts {
+        ClientCerts::dev(&self.pki_dir(), org)
+    }
+}
+
+pub struct TestHub {
+    pub pki: Arc<TestPki>,
+    pub data: Arc<TempDir>,
+    pub port: u16,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<dip_hub::Result<()>>>,
+}
+
+impl TestHub {
+    /// A hub with a fresh PKI and an empty database.
+    pub async fn start() -> TestHub {
+        let data = Arc::new(tempfile::tempdir().expect("temp dir"));
+        TestHub::start_with(TestPki::new(), data, |_| {}).await
+    }
+
+    /// A hub on an existing PKI and database (a restart), with config tweaks.
+    pub async fn start_with(
+        pki: Arc<TestPki>,
+        data: Arc<TempDir>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestHub {
+        let mut config = Config::new(
+            data.path().join("db"),
+            TlsFiles::dev(&pki.pki_dir()),
+            pki.registry(),
+        );
+        tweak(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(dip_hub::server::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        TestHub {
+            pki,
+            data,
+            port,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    /// A client acting as `org`, with its certificate.
+    pub async fn client(&self, org: &str) -> Client {
+        client::connect(&self.url(), &self.pki.certs(org))
+            .await
+            .unwrap_or_else(|e| panic!("{org} connects: {e}"))
+    }
+
+    /// A client with explicit certificate files.
+    pub async fn client_with(&self, certs: &ClientCerts) -> dip_hub::Result<Client> {
+        client::connect(&self.url(), certs).await
+    }
+
+    /// Graceful shutdown; returns the PKI and database for a restart.
+    pub async fn stop(mut self) -> (Arc<TestPki>, Arc<TempDir>) {
+        self.shutdown().await;
+        (self.pki.clone(), self.data.clone())
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn indicator(
+    kind: proto::IndicatorKind,
+    value: &str,
+    category: proto::Category,
+) -> proto::Indicator {
+    proto::Indicator {
+        kind: kind as i32,
+        value: value.into(),
+        category: category as i32,
+        risk: proto::Risk::High as i32,
+        description: String::new(),
+        valid_until: None,
+        tlp: proto::Tlp::Green as i32,
+    }
+}
+
+/// A valid Indian mobile number, distinct for each `n` below 10^9.
+pub fn phone(n: u64) -> String {
+    format!("+919{n:09}")
+}
+
+pub fn phone_indicator(n: u64) -> proto::Indicator {
+    indicator(
+        proto::IndicatorKind::PhoneNumber,
+        &phone(n),
+        proto::Category::FraudCall,
+    )
+}
+
+pub async fn publish(
+    client: &mut Client,
+    indicators: Vec<proto::Indicator>,
+) -> proto::PublishResponse {
+    client
+        .publish(proto::PublishRequest {
+            indicators,
+            idempotency_key: String::new(),
+        })
+        .await
+        .expect("publish accepted")
+        .into_inner()
+}
+
+pub fn subscribe_request(after_sequence: u64) -> proto::SubscribeRequest {
+    proto::SubscribeRequest {
+        after_sequence,
+        ..Default::default()
+    }
+}
+
+/// Reads events from a Subscribe stream until `count` events have arrived.
+pub async fn collect_events(
+    stream: &mut tonic::Streaming<proto::SubscribeResponse>,
+    count: usize,
+) -> Vec<proto::Event> {
+    let mut events = Vec::with_capacity(count);
+    while events.len() < count {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(30), stream.message())
+            .await
+            .expect("events arrive within 30 s")
+            .expect("stream healthy")
+            .expect("stream open");
+        events.extend(message.events);
+    }
+    events
+}

@@ -1,0 +1,5 @@
+//! Integration tests: the real server, real mutual TLS on 127.0.0.1, a real sled
+//! database in a temporary directory, and the real generated client.
+
+mod harness;
+mod spine;
