@@ -65,6 +65,15 @@ pub struct IdempotentHit {
     pub count: u32,
 }
 
+/// One indicator's state before and after a group of events (before is `None`
+/// for an indicator new to the hub). Indexes kept beside the states (expiry,
+/// digest) are updated from these pairs.
+#[derive(Clone, Copy, Debug)]
+pub struct StateChange<'a> {
+    pub before: Option<&'a IndicatorState>,
+    pub after: &'a IndicatorState,
+}
+
 /// An idempotency key to index, with the submission it belongs to.
 #[derive(Clone, Debug)]
 pub struct IdempotencyEntry {
@@ -161,12 +170,13 @@ impl Log {
     /// Stores derived state changes and the sequence they bring the view up to, atomically.
     pub fn apply_state(
         &self,
-        indicators: &[&IndicatorState],
+        changes: &[StateChange<'_>],
         idempotency: &[IdempotencyEntry],
         applied: u64,
     ) -> Result<()> {
         let mut batch = sled::Batch::default();
-        for state in indicators {
+        for change in changes {
+            let state = change.after;
             batch.insert(state.indicator.key.to_bytes(), wire::encode_state(state));
         }
         for entry in idempotency {

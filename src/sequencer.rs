@@ -21,7 +21,9 @@ use crate::frame;
 use crate::indicator::{
     Action, Event, EventType, Indicator, IndicatorKey, Millis, Source, now_millis,
 };
-use crate::log::{IdempotencyEntry, IdempotencyMark, IdempotentHit, Log, Record, RecordMeta};
+use crate::log::{
+    IdempotencyEntry, IdempotencyMark, IdempotentHit, Log, Record, RecordMeta, StateChange,
+};
 use crate::policy::Permit;
 use crate::state::{self, IndicatorState};
 use crate::wire;
@@ -138,7 +140,7 @@ fn replay(log: &Log, head: u64) -> Result<()> {
                 wire::event_from_proto(frame::decode_event_entry(&record.entry).map_err(|e| {
                     Error::Corrupt {
                         sequence: record.sequence,
-                        problem: e.to_string(),
+                        problem: e,
                     }
                 })?)?;
             if let Some(mark) = &record.idempotency {
@@ -159,31 +161,48 @@ fn replay(log: &Log, head: u64) -> Result<()> {
     Ok(())
 }
 
-/// Indicator states changed by the events of one group, over the stored view.
+/// Indicator states changed by the events of one group, over the stored view:
+/// for each indicator touched, its stored state (before) and its new one.
 #[derive(Default)]
 struct StateOverlay {
-    states: HashMap<IndicatorKey, Option<IndicatorState>>,
+    states: HashMap<IndicatorKey, (Option<IndicatorState>, Option<IndicatorState>)>,
 }
 
 impl StateOverlay {
     fn get(&mut self, log: &Log, key: &IndicatorKey) -> Result<Option<IndicatorState>> {
-        if let Some(state) = self.states.get(key) {
-            return Ok(state.clone());
+        if let Some((_, current)) = self.states.get(key) {
+            return Ok(current.clone());
         }
         let stored = log.indicator(key)?;
-        self.states.insert(key.clone(), stored.clone());
+        self.states
+            .insert(key.clone(), (stored.clone(), stored.clone()));
         Ok(stored)
+    }
+
+    fn set(&mut self, key: &IndicatorKey, state: Option<IndicatorState>) {
+        if let Some((_, current)) = self.states.get_mut(key) {
+            *current = state;
+        }
     }
 
     fn apply(&mut self, log: &Log, event: &Event) -> Result<()> {
         let current = self.get(log, &event.indicator.key)?;
-        let next = state::apply(current, event);
-        self.states.insert(event.indicator.key.clone(), next);
+        self.set(&event.indicator.key, state::apply(current, event));
         Ok(())
     }
 
-    fn changed(&self) -> Vec<&IndicatorState> {
-        self.states.values().flatten().collect()
+    /// What changed, for the log to store (with any index kept beside the states).
+    fn changed(&self) -> Vec<StateChange<'_>> {
+        self.states
+            .values()
+            .filter_map(|(before, after)| {
+                let after = after.as_ref()?;
+                (before.as_ref() != Some(after)).then_some(StateChange {
+                    before: before.as_ref(),
+                    after,
+                })
+            })
+            .collect()
     }
 }
 
@@ -353,22 +372,29 @@ impl Writer {
         submission: &Submission,
         now: Millis,
     ) -> Result<Vec<Event>> {
-        let mut trial = StateOverlay::default();
+        // Current states of the indicators touched, to restore if a change is refused.
+        let mut undo: HashMap<IndicatorKey, Option<IndicatorState>> = HashMap::new();
         let mut events = Vec::with_capacity(submission.changes.len());
         let mut next = self.head;
         for change in &submission.changes {
             next += 1;
             let key = change_key(change);
-            let current = match trial.states.get(key) {
-                Some(state) => state.clone(),
-                None => overlay.get(&self.log, key)?,
-            };
-            let event = event_for(change, current.as_ref(), &submission.source, next, now)?;
-            let state = state::apply(current, &event);
-            trial.states.insert(key.clone(), state);
-            events.push(event);
+            let outcome = overlay.get(&self.log, key).and_then(|current| {
+                undo.entry(key.clone()).or_insert_with(|| current.clone());
+                let event = event_for(change, current.as_ref(), &submission.source, next, now)?;
+                overlay.set(key, state::apply(current, &event));
+                Ok(event)
+            });
+            match outcome {
+                Ok(event) => events.push(event),
+                Err(error) => {
+                    for (key, state) in undo {
+                        overlay.set(&key, state);
+                    }
+                    return Err(error);
+                }
+            }
         }
-        overlay.states.extend(trial.states);
         self.head = next;
         Ok(events)
     }
@@ -385,7 +411,7 @@ impl Writer {
                 let event =
                     frame::decode_event_entry(&record.entry).map_err(|e| Error::Corrupt {
                         sequence: record.sequence,
-                        problem: e.to_string(),
+                        problem: e,
                     })?;
                 Ok(EventRef {
                     sequence: event.sequence,
