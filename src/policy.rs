@@ -130,18 +130,17 @@ fn check_publish(org: &Org, indicator: &Indicator) -> std::result::Result<(), St
     if let Some((category, roles)) = RESTRICTED_CATEGORIES
         .iter()
         .find(|(category, _)| *category == indicator.category)
+        && !roles.contains(&org.role)
     {
-        if !roles.contains(&org.role) {
-            return Err(format!(
-                "only {} publish {}",
-                roles
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                category.as_str_name()
-            ));
-        }
+        return Err(format!(
+            "only {} publish {}",
+            roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            category.as_str_name()
+        ));
     }
     Ok(())
 }

@@ -75,21 +75,23 @@ pub async fn run(
         tracing::info!("shutting down: no new connections, ending streams");
         stopping.cancel();
     };
-    let serve = tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming_shutdown(tls::incoming(listener, tls_current), signal);
-    tokio::pin!(serve);
-    let served = tokio::select! {
-        served = &mut serve => served,
-        () = async {
-            stop.cancelled().await;
-            tokio::time::sleep(config.shutdown_grace).await;
-        } => {
-            tracing::warn!(grace = ?config.shutdown_grace, "shutdown grace timeout: closing remaining connections");
-            Ok(())
+    let served = {
+        let serve = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(tls::incoming(listener, tls_current), signal);
+        tokio::pin!(serve);
+        tokio::select! {
+            served = &mut serve => served,
+            () = async {
+                stop.cancelled().await;
+                tokio::time::sleep(config.shutdown_grace).await;
+            } => {
+                tracing::warn!(grace = ?config.shutdown_grace, "shutdown grace timeout: closing remaining connections");
+                Ok(())
+            }
         }
+        // The server future, holding the service and every connection, ends here.
     };
-    drop(serve);
     // The service (and with it every sequencer handle) is gone: the writer drains
     // its queue and stops; then everything is flushed.
     tokio::task::spawn_blocking(move || {

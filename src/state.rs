@@ -53,10 +53,10 @@ pub fn classify_publish(current: Option<&IndicatorState>, org: &str) -> EventTyp
 /// The state after `event`. Replaying an event already applied
 /// (`event.sequence <= last_sequence`) changes nothing.
 pub fn apply(current: Option<IndicatorState>, event: &Event) -> Option<IndicatorState> {
-    if let Some(state) = &current {
-        if event.sequence <= state.last_sequence {
-            return current;
-        }
+    if let Some(state) = &current
+        && event.sequence <= state.last_sequence
+    {
+        return current;
     }
     let org = &event.source.org_id;
     let history_length = current.as_ref().map_or(0, |s| s.history_length);

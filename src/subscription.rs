@@ -147,10 +147,10 @@ impl Task {
             for record in records {
                 if self.subscription.wants(&record.meta) {
                     frame.push_entry(record.entry);
-                    if frame.entries() >= FRAME_EVENTS || frame.byte_len() >= FRAME_BYTES {
-                        if !self.send(std::mem::take(&mut frame)).await {
-                            return Next::End;
-                        }
+                    if (frame.entries() >= FRAME_EVENTS || frame.byte_len() >= FRAME_BYTES)
+                        && !self.send(std::mem::take(&mut frame)).await
+                    {
+                        return Next::End;
                     }
                 }
             }

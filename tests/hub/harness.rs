@@ -51,7 +51,7 @@ impl TestPki {
     }
 
     pub fn paths(&self) -> DevPkiPaths {
-        DevPkiPaths::new(&self.pki_dir())
+        DevPkiPaths::new(self.pki_dir())
     }
 
     pub fn certs(&self, org: &str) -> ClientCerts {
