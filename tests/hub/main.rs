@@ -1,5 +1,6 @@
 //! Integration tests: the real server, real mutual TLS on 127.0.0.1, a real sled
 //! database in a temporary directory, and the real generated client.
 
+mod crash;
 mod harness;
 mod spine;

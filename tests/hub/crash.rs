@@ -1,0 +1,588 @@
+//! Crash proof (invariants 1 and 2): the real `dip-hub` binary runs as a child
+//! process while several clients publish continuously; at random moments it is
+//! killed with SIGKILL and restarted on the same database. In the end every
+//! acknowledged event is in the log, with its sequence and event id, exactly
+//! once; the log is 1..=head with no gap; idempotent retries of publishes cut
+//! off by a kill land exactly once; and the state view equals a replay of the
+//! log.
+//!
+//! The kill moments come from a seeded generator; the seed is printed, and
+//! `DIP_CRASH_SEED=<seed>` replays the same choices (timing still varies).
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dip_hub::client;
+use dip_hub::indicator::IndicatorKey;
+use dip_hub::proto::{self, IndicatorKind, Risk};
+use dip_hub::state::{self, IndicatorState};
+use dip_hub::wire;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::harness::*;
+
+/// Kills (and restarts) of the hub.
+const KILLS: usize = 6;
+/// Publishing clients, each as one of these organisations.
+const PUBLISHERS: &[&str] = &["mumbai-police", "delhi-police", "alpha-bank", "tsp-one"];
+/// Phone numbers the keyless batches draw from, so that organisations report the
+/// same indicators (sightings, several reporters, risk escalation).
+const POOL: u64 = 300;
+/// Each round kills the hub after between these many new acknowledged events.
+const MIN_ACKS: u64 = 60;
+const MAX_ACKS: u64 = 600;
+/// Upper bound for anything one step waits for.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// xorshift64*: small, seedable, good enough to pick kill moments and batches.
+#[derive(Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `low..=high`.
+    fn range(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next() % (high - low + 1)
+    }
+}
+
+fn seed() -> u64 {
+    match std::env::var("DIP_CRASH_SEED") {
+        Ok(text) => text.parse().expect("DIP_CRASH_SEED is a u64"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_nanos() as u64,
+    }
+}
+
+/// The hub binary running as a child process; killed with SIGKILL when dropped.
+struct HubProcess {
+    child: Child,
+    addr: SocketAddr,
+    /// The log's head when the hub came up (after its replay).
+    head: u64,
+    /// The last lines the hub logged, for failure messages.
+    logs: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl HubProcess {
+    /// Starts `dip-hub serve` on an ephemeral loopback port and waits for the
+    /// "hub serving" line that gives its address.
+    async fn start(pki: &TestPki, data_dir: &Path) -> HubProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dip-hub"))
+            .arg("--log-json")
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--certs-dir")
+            .arg(pki.pki_dir())
+            .arg("--registry")
+            .arg(pki.registry())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the dip-hub binary starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(VecDeque::new()));
+        let (serving_tx, serving) = oneshot::channel::<(SocketAddr, u64)>();
+        let tail = logs.clone();
+        // Reads the hub's log to its end, so the pipe never fills.
+        std::thread::spawn(move || {
+            let mut serving_tx = Some(serving_tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(found) = serving_line(&line) {
+                    if let Some(tx) = serving_tx.take() {
+                        let _ = tx.send(found);
+                    }
+                }
+                let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+                if tail.len() == 50 {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        });
+        let outcome = tokio::time::timeout(STEP_TIMEOUT, serving).await;
+        let mut process = HubProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            head: 0,
+            logs,
+        };
+        match outcome {
+            Ok(Ok((addr, head))) => {
+                process.addr = addr;
+                process.head = head;
+                process
+            }
+            _ => panic!(
+                "the hub did not report serving within {STEP_TIMEOUT:?}; its log:\n{}",
+                process.log_tail()
+            ),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    /// A client as `org`, retrying until the hub accepts connections (bounded).
+    async fn client(&self, pki: &TestPki, org: &str) -> Client {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            match client::connect(&self.url(), &pki.certs(org)).await {
+                Ok(client) => return client,
+                // Not listening yet: retry shortly, within the deadline.
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(error) => panic!(
+                    "{org} cannot connect to the hub: {error}; its log:\n{}",
+                    self.log_tail()
+                ),
+            }
+        }
+    }
+
+    /// kill -9, and wait until the process is gone (its database lock with it).
+    fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL the hub");
+        self.child.wait().expect("the killed hub is reaped");
+    }
+
+    fn log_tail(&self) -> String {
+        let tail = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        tail.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address and head from the hub's JSON "hub serving" log line.
+fn serving_line(line: &str) -> Option<(SocketAddr, u64)> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = value.get("fields")?;
+    if fields.get("message")?.as_str()? != "hub serving" {
+        return None;
+    }
+    let addr = fields.get("addr")?.as_str()?.parse().ok()?;
+    let head = fields.get("head")?.as_u64()?;
+    Some((addr, head))
+}
+
+/// An acknowledged event, as the publisher was told.
+#[derive(Clone, Debug)]
+struct Ack {
+    sequence: u64,
+    event_id: String,
+    value: String,
+    org: String,
+}
+
+/// A publish with an idempotency key whose answer was lost to a kill: retried
+/// with the same key after the restart.
+#[derive(Clone, Debug)]
+struct Pending {
+    request: proto::PublishRequest,
+}
+
+/// What one publisher hands back at the end of a round.
+struct PublisherEnd {
+    pending: Option<Pending>,
+}
+
+struct Shared {
+    acks: Mutex<Vec<Ack>>,
+    /// Keys whose publish was acknowledged, with the values it carried.
+    keyed: Mutex<HashMap<String, Vec<String>>>,
+    killed: AtomicBool,
+    /// Keyed publishes retried after a kill, and how many of those the hub
+    /// answered as replays (their first attempt had been committed).
+    retried: AtomicUsize,
+    replayed: AtomicUsize,
+}
+
+fn risk(rng: &mut Rng) -> i32 {
+    [Risk::Medium, Risk::High, Risk::VeryHigh][rng.range(0, 2) as usize] as i32
+}
+
+/// Publishes until the hub goes away; reports acknowledged event counts on `progress`.
+#[allow(clippy::too_many_arguments)]
+async fn publisher(
+    mut client: Client,
+    org: &'static str,
+    index: u64,
+    round: u64,
+    mut rng: Rng,
+    mut pending: Option<Pending>,
+    shared: Arc<Shared>,
+    progress: mpsc::UnboundedSender<u64>,
+) -> PublisherEnd {
+    let mut batch_no = 0u64;
+    loop {
+        let retry = pending.is_some();
+        let request = match pending.take() {
+            Some(retry) => retry.request,
+            None => {
+                batch_no += 1;
+                if rng.range(0, 2) == 0 {
+                    // Fresh values only this batch carries, under an idempotency key.
+                    let size = rng.range(1, 10);
+                    let indicators = (0..size)
+                        .map(|i| {
+                            let n = 100_000_000
+                                + index * 10_000_000
+                                + round * 100_000
+                                + batch_no * 20
+                                + i;
+                            let mut indicator = phone_indicator(n);
+                            indicator.risk = risk(&mut rng);
+                            indicator
+                        })
+                        .collect();
+                    proto::PublishRequest {
+                        indicators,
+                        idempotency_key: format!("crash-{org}-r{round}-b{batch_no}"),
+                    }
+                } else {
+                    // Shared values: sightings and updates of what others reported.
+                    let size = rng.range(1, 8);
+                    let indicators = (0..size)
+                        .map(|_| {
+                            let mut indicator = phone_indicator(rng.range(0, POOL - 1));
+                            indicator.risk = risk(&mut rng);
+                            indicator.description = format!("seen by {org} in round {round}");
+                            indicator
+                        })
+                        .collect();
+                    proto::PublishRequest {
+                        indicators,
+                        idempotency_key: String::new(),
+                    }
+                }
+            }
+        };
+        let answer = tokio::time::timeout(STEP_TIMEOUT, client.publish(request.clone())).await;
+        match answer {
+            Ok(Ok(response)) => {
+                let response = response.into_inner();
+                assert_eq!(response.events.len(), request.indicators.len());
+                assert!(
+                    retry || !response.replayed,
+                    "{org}: a first attempt was answered as a replay"
+                );
+                if retry {
+                    shared.retried.fetch_add(1, Ordering::SeqCst);
+                    shared
+                        .replayed
+                        .fetch_add(usize::from(response.replayed), Ordering::SeqCst);
+                }
+                let values: Vec<String> =
+                    request.indicators.iter().map(|i| i.value.clone()).collect();
+                let acks: Vec<Ack> = response
+                    .events
+                    .iter()
+                    .zip(&values)
+                    .map(|(event, value)| Ack {
+                        sequence: event.sequence,
+                        event_id: event.event_id.clone(),
+                        value: value.clone(),
+                        org: org.to_string(),
+                    })
+                    .collect();
+                if !request.idempotency_key.is_empty() {
+                    shared
+                        .keyed
+                        .lock()
+                        .unwrap()
+                        .insert(request.idempotency_key.clone(), values);
+                }
+                shared.acks.lock().unwrap().extend(acks);
+                let _ = progress.send(response.events.len() as u64);
+            }
+            Ok(Err(status)) => {
+                assert!(
+                    shared.killed.load(Ordering::SeqCst),
+                    "{org}: a publish failed while the hub was up: {status:?}"
+                );
+                let pending = (!request.idempotency_key.is_empty()).then_some(Pending { request });
+                return PublisherEnd { pending };
+            }
+            Err(_) => panic!("{org}: a publish got no answer within {STEP_TIMEOUT:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_events_survive_kill_9_in_order_once_and_the_state_replays() {
+    let started = Instant::now();
+    let seed = seed();
+    eprintln!("crash test seed: {seed} (replay the choices with DIP_CRASH_SEED={seed})");
+    let mut rng = Rng::new(seed);
+    let pki = TestPki::new();
+    let data = tempfile::tempdir().expect("temp dir");
+    let db = data.path().join("db");
+    let shared = Arc::new(Shared {
+        acks: Mutex::new(Vec::new()),
+        keyed: Mutex::new(HashMap::new()),
+        killed: AtomicBool::new(false),
+        retried: AtomicUsize::new(0),
+        replayed: AtomicUsize::new(0),
+    });
+    let mut pending: Vec<Option<Pending>> = vec![None; PUBLISHERS.len()];
+
+    for round in 0..KILLS as u64 {
+        let mut hub = HubProcess::start(&pki, &db).await;
+        let max_acked = shared
+            .acks
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| a.sequence)
+            .max()
+            .unwrap_or(0);
+        assert!(
+            hub.head >= max_acked,
+            "round {round}: the hub came back with head {} but sequence {max_acked} was acknowledged",
+            hub.head
+        );
+        shared.killed.store(false, Ordering::SeqCst);
+        let (progress_tx, mut progress) = mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for (index, org) in PUBLISHERS.iter().enumerate() {
+            let client = hub.client(&pki, org).await;
+            tasks.push(tokio::spawn(publisher(
+                client,
+                org,
+                index as u64,
+                round,
+                Rng::new(rng.next()),
+                pending[index].take(),
+                shared.clone(),
+                progress_tx.clone(),
+            )));
+        }
+        drop(progress_tx);
+
+        let kill_after = rng.range(MIN_ACKS, MAX_ACKS);
+        let mut acked = 0;
+        while acked < kill_after {
+            let more = tokio::time::timeout(STEP_TIMEOUT, progress.recv())
+                .await
+                .expect("publishers make progress");
+            acked += more.expect("publishers stopped before the kill (see their panic)");
+        }
+        shared.killed.store(true, Ordering::SeqCst);
+        hub.kill();
+        for (index, task) in tasks.into_iter().enumerate() {
+            let end = tokio::time::timeout(STEP_TIMEOUT, task)
+                .await
+                .expect("publishers notice the kill")
+                .expect("publisher task");
+            pending[index] = end.pending;
+        }
+        eprintln!(
+            "round {round}: killed after {acked} new acknowledged events (target {kill_after}), head at start {}",
+            hub.head
+        );
+    }
+
+    // The last restart: retry what the last kill cut off, then read everything back.
+    let hub = HubProcess::start(&pki, &db).await;
+    let max_acked = shared.acks.lock().unwrap().iter().map(|a| a.sequence).max();
+    assert!(
+        hub.head >= max_acked.unwrap_or(0),
+        "the final head covers every ack"
+    );
+    let mut regulator = hub.client(&pki, "dot-regulator").await;
+    for (index, retry) in pending.into_iter().enumerate() {
+        let Some(retry) = retry else { continue };
+        let mut client = hub.client(&pki, PUBLISHERS[index]).await;
+        let response = client
+            .publish(retry.request.clone())
+            .await
+            .expect("the retry is accepted")
+            .into_inner();
+        shared.retried.fetch_add(1, Ordering::SeqCst);
+        shared
+            .replayed
+            .fetch_add(usize::from(response.replayed), Ordering::SeqCst);
+        let values: Vec<String> = retry
+            .request
+            .indicators
+            .iter()
+            .map(|i| i.value.clone())
+            .collect();
+        shared
+            .acks
+            .lock()
+            .unwrap()
+            .extend(
+                response
+                    .events
+                    .iter()
+                    .zip(&values)
+                    .map(|(event, value)| Ack {
+                        sequence: event.sequence,
+                        event_id: event.event_id.clone(),
+                        value: value.clone(),
+                        org: PUBLISHERS[index].to_string(),
+                    }),
+            );
+        shared
+            .keyed
+            .lock()
+            .unwrap()
+            .insert(retry.request.idempotency_key.clone(), values);
+    }
+    // Nobody else publishes now: this marker's sequence is the head.
+    let marker = publish(&mut regulator, vec![phone_indicator(999_999_999)]).await;
+    let head = marker.events[0].sequence;
+
+    let mut stream = regulator
+        .subscribe(subscribe_request(0))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let events = collect_events(&mut stream, head as usize).await;
+    drop(stream);
+
+    // 1..=head, no gap, no duplicate.
+    let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(
+        sequences,
+        (1..=head).collect::<Vec<_>>(),
+        "the log is 1..=head without gaps or duplicates"
+    );
+    let ids: HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids.len(), events.len(), "event ids are unique");
+
+    // Every acknowledged event, with the sequence and id it was acknowledged with.
+    let acks = shared.acks.lock().unwrap().clone();
+    for ack in &acks {
+        let event = &events[(ack.sequence - 1) as usize];
+        assert_eq!(event.event_id, ack.event_id, "ack {ack:?}");
+        assert_eq!(event.source_org, ack.org, "ack {ack:?}");
+        assert_eq!(
+            event.indicator.as_ref().map(|i| i.value.as_str()),
+            Some(ack.value.as_str()),
+            "ack {ack:?}"
+        );
+    }
+    let acked: HashSet<u64> = acks.iter().map(|a| a.sequence).collect();
+    assert_eq!(
+        acked.len(),
+        acks.len(),
+        "no sequence was acknowledged twice"
+    );
+
+    // Keyed batches carry values nobody else publishes: each is in the log once,
+    // including those whose first answer was lost to a kill and were retried.
+    let mut occurrences: HashMap<&str, usize> = HashMap::new();
+    for event in &events {
+        *occurrences
+            .entry(event.indicator.as_ref().map_or("", |i| i.value.as_str()))
+            .or_default() += 1;
+    }
+    let keyed = shared.keyed.lock().unwrap().clone();
+    for (key, values) in &keyed {
+        for value in values {
+            assert_eq!(
+                occurrences.get(value.as_str()),
+                Some(&1),
+                "{value} of idempotent batch {key} is in the log exactly once"
+            );
+        }
+    }
+
+    // The state view equals a replay of the log.
+    let mut replayed: HashMap<IndicatorKey, Option<IndicatorState>> = HashMap::new();
+    let mut reporters: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for event in &events {
+        let event = wire::event_from_proto(event.clone()).expect("a stored event decodes");
+        reporters
+            .entry(event.indicator.key.value.clone())
+            .or_default()
+            .insert(event.source.org_id.clone());
+        let slot = replayed.entry(event.indicator.key.clone()).or_default();
+        *slot = state::apply(slot.take(), &event);
+    }
+    for (key, expected) in &replayed {
+        let expected = expected
+            .as_ref()
+            .expect("published indicators have a state");
+        let found = regulator
+            .lookup(proto::LookupRequest {
+                kind: IndicatorKind::PhoneNumber as i32,
+                value: key.value.clone(),
+            })
+            .await
+            .expect("lookup")
+            .into_inner();
+        assert!(found.found, "{key} is in the state view");
+        let state = found.state.expect("state");
+        assert_eq!(state, wire::state_to_proto(expected), "state of {key}");
+        // And independently of `state::apply`: who reported it and how often.
+        let history: Vec<&proto::Event> = events
+            .iter()
+            .filter(|e| e.indicator.as_ref().is_some_and(|i| i.value == key.value))
+            .collect();
+        assert_eq!(state.history_length as usize, history.len(), "{key}");
+        assert_eq!(
+            state.last_sequence,
+            history.last().unwrap().sequence,
+            "{key}"
+        );
+        assert_eq!(
+            state.reporters.iter().cloned().collect::<BTreeSet<_>>(),
+            reporters[&key.value],
+            "{key}"
+        );
+        let max_risk = history
+            .iter()
+            .map(|e| e.indicator.as_ref().unwrap().risk)
+            .max()
+            .unwrap();
+        assert_eq!(
+            state.indicator.map(|i| i.risk),
+            Some(max_risk),
+            "{key}: the highest risk reported"
+        );
+    }
+    eprintln!(
+        "crash test: {KILLS} kills, {} acknowledged events, head {head}, {} keyed batches, {} retried after a kill ({} answered as replays), {} indicators compared, {:?}",
+        acks.len(),
+        keyed.len(),
+        shared.retried.load(Ordering::SeqCst),
+        shared.replayed.load(Ordering::SeqCst),
+        replayed.len(),
+        started.elapsed()
+    );
+}
