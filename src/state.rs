@@ -80,7 +80,8 @@ pub fn apply(current: Option<IndicatorState>, event: &Event) -> Option<Indicator
     };
     match event.event_type {
         EventType::Published | EventType::Sighting => {
-            merge_report(&mut state.indicator, &event.indicator);
+            let from_source = *org == state.source_org;
+            merge_report(&mut state.indicator, &event.indicator, from_source);
             state.reporters.insert(org.clone());
             state.last_seen = event.time;
         }
@@ -106,8 +107,10 @@ pub fn apply(current: Option<IndicatorState>, event: &Event) -> Option<Indicator
     Some(state)
 }
 
-/// A new report keeps the highest risk and the latest non-empty details.
-fn merge_report(current: &mut Indicator, report: &Indicator) {
+/// A new report keeps the highest risk and the latest non-empty details. Only
+/// the source organisation sets the TLP; another organisation's report may raise
+/// it but never lower it, so that it cannot reveal what the source marked RED.
+fn merge_report(current: &mut Indicator, report: &Indicator, from_source: bool) {
     current.risk = current.risk.max(report.risk);
     current.category = report.category;
     if !report.description.is_empty() {
@@ -117,7 +120,11 @@ fn merge_report(current: &mut Indicator, report: &Indicator) {
         (Some(a), Some(b)) => Some(a.max(b)),
         _ => None,
     };
-    current.tlp = report.tlp;
+    current.tlp = if from_source {
+        report.tlp
+    } else {
+        current.tlp.max(report.tlp)
+    };
 }
 
 #[cfg(test)]
@@ -188,6 +195,40 @@ mod tests {
         assert_eq!(s.source_org, "bank");
         assert_eq!(s.indicator.risk, Risk::Medium);
         assert_eq!(s.history_length, 3, "history counts every life");
+    }
+
+    /// Regression: a sighting with a lower TLP replaced the state's TLP, making
+    /// another organisation's RED indicator visible to everyone.
+    #[test]
+    fn a_sighting_with_a_lower_tlp_does_not_declassify_a_red_indicator() {
+        let with_tlp = |mut e: Event, tlp: Tlp| {
+            e.indicator.tlp = tlp;
+            e
+        };
+        let red = with_tlp(
+            event(1, EventType::Published, "police", Risk::High),
+            Tlp::Red,
+        );
+        let s = apply(None, &red);
+        let green = with_tlp(
+            event(2, EventType::Sighting, "bank", Risk::High),
+            Tlp::Green,
+        );
+        let s = apply(s, &green).expect("state");
+        assert_eq!(
+            s.indicator.tlp,
+            Tlp::Red,
+            "another organisation cannot lower it"
+        );
+        let amber = with_tlp(
+            event(3, EventType::Published, "police", Risk::High),
+            Tlp::Amber,
+        );
+        let s = apply(Some(s), &amber).expect("state");
+        assert_eq!(s.indicator.tlp, Tlp::Amber, "the source may");
+        let red = with_tlp(event(4, EventType::Sighting, "bank", Risk::High), Tlp::Red);
+        let s = apply(Some(s), &red).expect("state");
+        assert_eq!(s.indicator.tlp, Tlp::Red, "anyone may raise it");
     }
 
     #[test]

@@ -112,10 +112,10 @@ impl HubProcess {
             let mut serving_tx = Some(serving_tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(found) = serving_line(&line) {
-                    if let Some(tx) = serving_tx.take() {
-                        let _ = tx.send(found);
-                    }
+                if let Some(found) = serving_line(&line)
+                    && let Some(tx) = serving_tx.take()
+                {
+                    let _ = tx.send(found);
                 }
                 let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
                 if tail.len() == 50 {

@@ -3,4 +3,5 @@
 
 mod crash;
 mod harness;
+mod security;
 mod spine;
