@@ -7,22 +7,27 @@
 //! storage except through `log` calls run off the async workers.
 
 use std::pin::Pin;
+use std::time::Instant;
 
 use futures_util::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::audit::{Audit, AuditEntry};
+use crate::credentials::Credentials;
 use crate::error::{Error, Result};
 use crate::feed::Feed;
 use crate::frame::Frame;
 use crate::indicator::{IndicatorKey, Source};
 use crate::log::Log;
+use crate::metrics::Metrics;
 use crate::policy;
 use crate::proto;
 use crate::proto::server::indicator_hub_server::IndicatorHub;
 use crate::registry::{Org, Registry};
 use crate::sequencer::{Change, Committed, Sequencer, Submission};
 use crate::state::IndicatorState;
+use crate::streams::Streams;
 use crate::subscription::{self, Subscription};
 use crate::tls;
 use crate::validate::{ActionCommand, PublishBatch, RevokeCommand, Start, SubscribeCommand};
@@ -36,20 +41,45 @@ pub struct Hub {
     pub registry: Registry,
     /// Cancelled when the hub shuts down: every stream ends.
     pub stop: CancellationToken,
+    /// Per-organisation and per-certificate stop tokens of live streams.
+    pub streams: Streams,
+    /// The TLS configuration and the revoked certificate serials.
+    pub credentials: Credentials,
+    pub metrics: Metrics,
+    pub audit: Audit,
 }
 
 impl Hub {
     /// The calling organisation, from its verified certificate (invariant 5).
-    fn caller<T>(&self, request: &Request<T>) -> Result<(Org, Source)> {
+    pub(crate) fn caller<T>(&self, request: &Request<T>) -> Result<(Org, Source)> {
         let peer = tls::peer_of(request).ok_or_else(|| {
             Error::Unauthenticated("no verified client certificate on this connection".into())
         })?;
-        let org = self.registry.active(&peer.identity.org_id)?;
+        self.admitted(&peer.identity.org_id, &peer.identity.cert_serial)
+    }
+
+    /// The organisation, if it is active and the certificate is not revoked
+    /// (a connection opened before a CRL reload keeps its TLS session).
+    fn admitted(&self, org_id: &str, cert_serial: &str) -> Result<(Org, Source)> {
+        if self.credentials.is_revoked(cert_serial) {
+            return Err(Error::Unauthenticated(format!(
+                "certificate {cert_serial} of organisation {org_id} is revoked"
+            )));
+        }
+        let org = self.registry.active(org_id)?;
         let source = Source {
             org_id: org.id.clone(),
-            cert_serial: peer.identity.cert_serial.clone(),
+            cert_serial: cert_serial.to_string(),
         };
         Ok((org, source))
+    }
+
+    /// The stop token of a new stream of `source`, taken before a last check
+    /// that it is still admitted (see `streams` on why this order is race-free).
+    fn stream_token(&self, source: &Source) -> Result<CancellationToken> {
+        let token = self.streams.token(&source.org_id, &source.cert_serial);
+        self.admitted(&source.org_id, &source.cert_serial)?;
+        Ok(token)
     }
 
     /// The current state of one indicator, read off the async workers.
@@ -94,6 +124,7 @@ impl IndicatorHub for HubService {
         &self,
         request: Request<proto::PublishRequest>,
     ) -> Result<Response<proto::PublishResponse>, Status> {
+        let started = Instant::now();
         let (org, source) = self.hub.caller(&request)?;
         let batch = PublishBatch::try_from(request.into_inner())?;
         let permit = policy::authorize_publish(&org, &batch.indicators)?;
@@ -103,6 +134,7 @@ impl IndicatorHub for HubService {
             idempotency_key: batch.idempotency_key,
         };
         let committed = self.hub.sequencer.submit(permit, submission).await?;
+        self.hub.metrics.publish_latency(started.elapsed());
         let (events, replayed) = event_refs(committed);
         Ok(Response::new(proto::PublishResponse { events, replayed }))
     }
@@ -155,8 +187,9 @@ impl IndicatorHub for HubService {
         &self,
         request: Request<proto::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let (org, _) = self.hub.caller(&request)?;
+        let (org, source) = self.hub.caller(&request)?;
         let command = SubscribeCommand::try_from(request.into_inner())?;
+        let stop = self.hub.stream_token(&source)?;
         let after = match command.start {
             Start::After(sequence) => sequence,
             Start::Now => self.hub.feed.committed(),
@@ -172,7 +205,8 @@ impl IndicatorHub for HubService {
             subscription,
             self.hub.log.clone(),
             self.hub.feed.clone(),
-            self.hub.stop.child_token(),
+            stop,
+            self.hub.metrics.clone(),
         );
         Ok(Response::new(Box::pin(frames)))
     }
@@ -189,10 +223,24 @@ impl IndicatorHub for HubService {
         &self,
         request: Request<proto::LookupRequest>,
     ) -> Result<Response<proto::LookupResponse>, Status> {
-        let (org, _) = self.hub.caller(&request)?;
+        let (org, source) = self.hub.caller(&request)?;
         let proto::LookupRequest { kind, value } = request.into_inner();
         let key = crate::validate::indicator_key("indicator", kind, &value)?;
-        let response = match self.hub.visible_state(&org, key).await {
+        let subject = key.to_string();
+        let looked_up = self.hub.visible_state(&org, key).await;
+        let outcome = match &looked_up {
+            Ok(_) => "found",
+            Err(Error::NotFound(_)) => "not_found",
+            Err(_) => "error",
+        };
+        self.hub.audit.record(AuditEntry::now(
+            &source.org_id,
+            &source.cert_serial,
+            "LOOKUP",
+            subject,
+            outcome,
+        ));
+        let response = match looked_up {
             Ok(state) => proto::LookupResponse {
                 found: true,
                 state: Some(crate::wire::state_to_proto(&state)),

@@ -12,12 +12,13 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::client::{self, ClientCerts};
-use crate::config::{Config, TlsFiles};
+use crate::config::{ServeFile, ServeSettings};
 use crate::error::{Error, Result};
 use crate::indicator::{ActionType, Category, Kind, Risk, Tlp};
 use crate::pki;
 use crate::proto;
 use crate::registry::Registry;
+use crate::server::{Controls, Listeners};
 
 /// DIP Hub: share fraud indicators between organisations in real time, over mutual TLS.
 #[derive(Debug, Parser)]
@@ -66,17 +67,24 @@ pub enum CertsCommand {
     },
 }
 
+/// Settings of `serve`: flag > environment variable > `--config` file > default.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7443", env = "DIP_LISTEN")]
-    pub listen: SocketAddr,
-    /// The sled database directory.
-    #[arg(long, default_value = "dip-data", env = "DIP_DATA_DIR")]
-    pub data_dir: PathBuf,
-    /// Development PKI directory (ca.pem, server.pem, server.key).
-    #[arg(long, default_value = "certs/dev", env = "DIP_CERTS_DIR")]
-    pub certs_dir: PathBuf,
+    /// Config file (TOML; see certs/hub.example.toml). Flags and DIP_* override it.
+    #[arg(long, env = "DIP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7443].
+    #[arg(long, env = "DIP_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address for Prometheus metrics over plain HTTP (/metrics), e.g. 127.0.0.1:9464 [default: none].
+    #[arg(long, env = "DIP_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// The sled database directory [default: dip-data].
+    #[arg(long, env = "DIP_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Development PKI directory (ca.pem, server.pem, server.key) [default: certs/dev].
+    #[arg(long, env = "DIP_CERTS_DIR")]
+    pub certs_dir: Option<PathBuf>,
     /// CA certificate that signs client certificates (overrides --certs-dir).
     #[arg(long, env = "DIP_CA")]
     pub ca: Option<PathBuf>,
@@ -86,24 +94,41 @@ pub struct ServeArgs {
     /// Server private key (overrides --certs-dir).
     #[arg(long, env = "DIP_KEY")]
     pub key: Option<PathBuf>,
-    /// Certificate revocation list (PEM); repeatable.
-    #[arg(long)]
+    /// Certificate revocation list (PEM); repeatable (DIP_CRLS: comma-separated). Re-read on SIGHUP.
+    #[arg(long, env = "DIP_CRLS", value_delimiter = ',')]
     pub crl: Vec<PathBuf>,
-    /// The organisation registry.
-    #[arg(long, default_value = "certs/orgs.toml", env = "DIP_REGISTRY")]
-    pub registry: PathBuf,
+    /// The organisation registry [default: certs/orgs.toml].
+    #[arg(long, env = "DIP_REGISTRY")]
+    pub registry: Option<PathBuf>,
+    /// Recent events kept for subscribers that are behind [default: 16384].
+    #[arg(long, env = "DIP_FEED_CAPACITY")]
+    pub feed_capacity: Option<usize>,
+    /// Seconds shutdown waits for in-flight requests and streams [default: 10].
+    #[arg(long, env = "DIP_SHUTDOWN_GRACE_SECONDS")]
+    pub shutdown_grace_seconds: Option<u64>,
 }
 
 impl ServeArgs {
-    pub fn config(&self) -> Config {
-        let dev = TlsFiles::dev(&self.certs_dir);
-        let tls = TlsFiles {
-            ca_cert: self.ca.clone().unwrap_or(dev.ca_cert),
-            server_cert: self.cert.clone().unwrap_or(dev.server_cert),
-            server_key: self.key.clone().unwrap_or(dev.server_key),
-            crls: self.crl.clone(),
+    /// The settings, with the config file (if any) beneath flags and environment.
+    pub fn settings(&self) -> Result<ServeSettings> {
+        let file = match &self.config {
+            Some(path) => ServeFile::load(path)?,
+            None => ServeFile::default(),
         };
-        Config::new(self.data_dir.clone(), tls, self.registry.clone())
+        let given = ServeFile {
+            listen: self.listen,
+            metrics_listen: self.metrics_listen,
+            data_dir: self.data_dir.clone(),
+            certs_dir: self.certs_dir.clone(),
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            crls: self.crl.clone(),
+            registry: self.registry.clone(),
+            feed_capacity: self.feed_capacity,
+            shutdown_grace_seconds: self.shutdown_grace_seconds,
+        };
+        given.over(file).settings()
     }
 }
 
@@ -317,11 +342,48 @@ pub fn certs_init(dir: &std::path::Path, registry: &std::path::Path) -> Result<(
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let config = args.config();
-    let listener = TcpListener::bind(args.listen)
+    let ServeSettings {
+        listen,
+        metrics_listen,
+        config,
+    } = args.settings()?;
+    let grpc = TcpListener::bind(listen)
         .await
-        .map_err(|e| Error::io(format!("listening on {}", args.listen), e))?;
-    crate::server::run(config, listener, shutdown_signal()).await
+        .map_err(|e| Error::io(format!("listening on {listen}"), e))?;
+    let metrics = match metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::io(format!("listening for metrics on {addr}"), e))?,
+        ),
+        None => None,
+    };
+    let controls = Controls {
+        shutdown: Box::pin(shutdown_signal()),
+        reload: Some(reload_signal()),
+    };
+    crate::server::serve(config, Listeners { grpc, metrics }, controls).await
+}
+
+/// A message on every SIGHUP: reload TLS credentials and CRLs.
+fn reload_signal() -> tokio::sync::mpsc::Receiver<()> {
+    let (trigger, reload) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangup) => {
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading TLS credentials and CRLs");
+                    // A reload already pending covers this one.
+                    let _ = trigger.try_send(());
+                }
+            });
+        }
+        Err(error) => tracing::warn!(%error, "cannot listen for SIGHUP; reload with Admin.ReloadCrls"),
+    }
+    #[cfg(not(unix))]
+    drop(trigger);
+    reload
 }
 
 /// Completes on Ctrl-C or SIGTERM.

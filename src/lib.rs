@@ -19,11 +19,22 @@
 //!
 //! [`api`] is the gRPC service that runs this pipeline; [`server`] wires it up and
 //! serves it. [`pki`] makes the development certificates.
+//!
+//! Operating the hub: [`admin`] is the regulator's gRPC service (onboard and
+//! suspend organisations, reload revocation lists, read the audit trail);
+//! [`credentials`] holds the TLS configuration and revoked serials, reloadable
+//! without a restart; [`streams`] ends the live streams of a suspended
+//! organisation or a revoked certificate at once; [`audit`] records who looked
+//! what up; [`metrics`] serves Prometheus metrics on their own listener; [`config`]
+//! merges the config file, environment and flags into one validated `Config`.
 
+pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod error;
 pub mod feed;
@@ -31,6 +42,7 @@ pub mod frame;
 pub mod identity;
 pub mod indicator;
 pub mod log;
+pub mod metrics;
 pub mod normalize;
 pub mod pki;
 pub mod policy;
@@ -39,6 +51,7 @@ pub mod registry;
 pub mod sequencer;
 pub mod server;
 pub mod state;
+pub mod streams;
 pub mod subscription;
 pub mod tls;
 pub mod validate;

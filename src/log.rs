@@ -7,6 +7,10 @@
 //!   idempotency index and the sequence the state has applied up to, in key spaces
 //!   of their own, so one atomic batch moves them together.
 //! - `cursors`: durable consumers' acknowledged sequences.
+//! - `orgs`: organisation registry changes made at run time by the regulator
+//!   (org id → the change, encoded by `admin`); they override the registry file.
+//! - `audit`: the audit trail of lookups (time ms ‖ counter, both big-endian →
+//!   the entry, encoded by `audit`), in time order.
 //!
 //! Must never be called from an async task directly: every call may block on disk
 //! (callers use the writer thread or `spawn_blocking`).
@@ -88,6 +92,8 @@ pub struct Log {
     events: sled::Tree,
     state: sled::Tree,
     cursors: sled::Tree,
+    orgs: sled::Tree,
+    audit: sled::Tree,
 }
 
 impl Log {
@@ -100,6 +106,8 @@ impl Log {
             events: db.open_tree("events")?,
             state: db.open_tree("state")?,
             cursors: db.open_tree("cursors")?,
+            orgs: db.open_tree("orgs")?,
+            audit: db.open_tree("audit")?,
             db,
         })
     }
@@ -234,6 +242,52 @@ impl Log {
         Ok(())
     }
 
+    /// Stores a run-time change of organisation `org_id` and makes it durable.
+    pub fn store_org(&self, org_id: &str, change: &[u8]) -> Result<()> {
+        self.orgs.insert(org_id.as_bytes(), change)?;
+        self.orgs.flush()?;
+        Ok(())
+    }
+
+    /// Every stored organisation change, by org id.
+    pub fn stored_orgs(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.orgs
+            .iter()
+            .map(|item| {
+                let (key, value) = item?;
+                Ok((String::from_utf8_lossy(&key).into_owned(), value.to_vec()))
+            })
+            .collect()
+    }
+
+    /// Appends audit entries keyed `(time ms, counter)`; durable at sled's next
+    /// periodic flush or [`Log::flush`].
+    pub fn append_audit(&self, entries: &[((u64, u64), Vec<u8>)]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for ((millis, counter), entry) in entries {
+            batch.insert(&audit_key(*millis, *counter)[..], entry.as_slice());
+        }
+        self.audit.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The counter of the newest audit entry (0 when there is none).
+    pub fn last_audit_counter(&self) -> Result<u64> {
+        match self.audit.last()? {
+            Some((key, _)) => sequence_from_key(key.get(8..).unwrap_or_default()),
+            None => Ok(0),
+        }
+    }
+
+    /// Up to `limit` audit entries recorded at or after `since_millis`, oldest first.
+    pub fn read_audit(&self, since_millis: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+        self.audit
+            .range(audit_key(since_millis, 0)..)
+            .take(limit)
+            .map(|item| Ok(item?.1.to_vec()))
+            .collect()
+    }
+
     /// Bytes the database takes on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
@@ -247,6 +301,13 @@ fn idempotency_key(org_id: &str, key: &str) -> Vec<u8> {
     bytes.push(0);
     bytes.extend_from_slice(key.as_bytes());
     bytes
+}
+
+fn audit_key(millis: u64, counter: u64) -> [u8; 16] {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&millis.to_be_bytes());
+    key[8..].copy_from_slice(&counter.to_be_bytes());
+    key
 }
 
 fn cursor_key(org_id: &str, consumer: &str) -> Vec<u8> {

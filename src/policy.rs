@@ -166,6 +166,23 @@ pub fn authorize_action(org: &Org, tlp: Tlp, source_org: &str) -> Result<Permit>
     }
 }
 
+/// Roles that operate the hub (the `Admin` service: registry, CRLs, audit trail).
+const ADMINS: &[Role] = &[Role::Regulator];
+
+/// Only the regulator operates the hub: onboards and suspends organisations,
+/// reloads revocation lists and reads the audit trail.
+pub fn authorize_admin(org: &Org, rpc: &str) -> Result<Permit> {
+    if ADMINS.contains(&org.role) {
+        Ok(Permit::granted())
+    } else {
+        Err(Error::PermissionDenied(format!(
+            "{} ({}) may not call Admin.{rpc}: only the REGULATOR role operates the hub",
+            org.id,
+            org.role.as_str()
+        )))
+    }
+}
+
 /// The hub itself (expiry) needs no caller's permission.
 pub fn hub_permit() -> Permit {
     Permit::granted()
@@ -237,6 +254,15 @@ mod tests {
         assert!(authorize_revoke(&org("police", Role::LawEnforcement), "police").is_ok());
         assert!(authorize_revoke(&org("dot", Role::Regulator), "police").is_ok());
         assert!(authorize_revoke(&org("bank", Role::Bank), "police").is_err());
+    }
+
+    #[test]
+    fn only_the_regulator_operates_the_hub() {
+        assert!(authorize_admin(&org("dot", Role::Regulator), "ListOrgs").is_ok());
+        let denied =
+            authorize_admin(&org("police", Role::LawEnforcement), "SetOrgStatus").expect_err("no");
+        assert!(denied.to_string().contains("only the REGULATOR role"));
+        assert!(denied.to_string().contains("Admin.SetOrgStatus"));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::indicator::{
 use crate::log::{
     IdempotencyEntry, IdempotencyMark, IdempotentHit, Log, Record, RecordMeta, StateChange,
 };
+use crate::metrics::Metrics;
 use crate::policy::Permit;
 use crate::state::{self, IndicatorState};
 use crate::wire;
@@ -88,6 +89,15 @@ impl Sequencer {
         log: Log,
         feed_capacity: usize,
     ) -> Result<(Sequencer, Feed, std::thread::JoinHandle<()>)> {
+        Sequencer::start_with(log, feed_capacity, Metrics::new())
+    }
+
+    /// [`Sequencer::start`], counting committed events in `metrics`.
+    pub fn start_with(
+        log: Log,
+        feed_capacity: usize,
+        metrics: Metrics,
+    ) -> Result<(Sequencer, Feed, std::thread::JoinHandle<()>)> {
         let head = log.head()?;
         replay(&log, head)?;
         let feed = Feed::new(feed_capacity, head);
@@ -95,6 +105,7 @@ impl Sequencer {
         let writer = Writer {
             log,
             feed: feed.clone(),
+            metrics,
             head,
             broken: Arc::new(AtomicBool::new(false)),
         };
@@ -209,6 +220,7 @@ impl StateOverlay {
 struct Writer {
     log: Log,
     feed: Feed,
+    metrics: Metrics,
     /// The newest sequence appended.
     head: u64,
     /// Set when storage failed mid-commit: the writer refuses everything after.
@@ -342,6 +354,10 @@ impl Writer {
                 .apply_state(&overlay.changed(), &idempotency, self.head)
             {
                 tracing::error!(%error, "updating the state view failed; it is replayed at restart");
+            }
+            for record in &records {
+                self.metrics
+                    .published(record.meta.kind, record.meta.event_type);
             }
             self.feed.publish(records, self.head);
         }

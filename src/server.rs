@@ -1,25 +1,62 @@
 //! Wires the hub together and serves it until shutdown.
 //!
-//! Owns: start-up (open the log, replay, start the writer), serving over the given
-//! listener with mutual TLS, and the shutdown drain with its grace timeout. Must
-//! never bind its own port or listen for signals: callers (main, tests) pass a
-//! bound listener and a shutdown future.
+//! Owns: start-up (open the log, apply stored registry changes, replay, start the
+//! writer and the audit trail), serving over the given listeners (gRPC with
+//! mutual TLS: the hub, admin, health and reflection services; Prometheus
+//! metrics over plain HTTP), reloading TLS credentials when triggered, and the
+//! shutdown drain with its grace timeout. Must never bind its own port or listen
+//! for signals: callers (main, tests) pass bound listeners, a shutdown future and
+//! a reload trigger.
 
 use std::future::Future;
+use std::pin::Pin;
+
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, AdminService};
 use crate::api::{Hub, HubService};
-use crate::config::{Config, read_text};
+use crate::audit::Audit;
+use crate::config::Config;
+use crate::credentials::Credentials;
 use crate::error::{Error, Result};
 use crate::log::Log;
+use crate::metrics::{self, Metrics};
+use crate::proto::server::admin_server::AdminServer;
 use crate::proto::server::indicator_hub_server::IndicatorHubServer;
 use crate::registry::Registry;
 use crate::sequencer::Sequencer;
+use crate::streams::Streams;
 use crate::tls;
 
 /// Largest request the hub decodes (a full batch of 1000 indicators fits).
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+
+/// The already-bound listeners the hub serves on.
+pub struct Listeners {
+    /// gRPC over mutual TLS.
+    pub grpc: TcpListener,
+    /// Prometheus metrics over plain HTTP (`/metrics`); none: no metrics endpoint.
+    pub metrics: Option<TcpListener>,
+}
+
+/// How the caller steers a running hub.
+pub struct Controls {
+    /// Completes when the hub should shut down.
+    pub shutdown: Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
+    /// Each message reloads the TLS credentials and CRLs (e.g. on SIGHUP).
+    pub reload: Option<mpsc::Receiver<()>>,
+}
+
+impl Controls {
+    pub fn new(shutdown: impl Future<Output = ()> + Send + 'static) -> Controls {
+        Controls {
+            shutdown: Box::pin(shutdown),
+            reload: None,
+        }
+    }
+}
 
 /// Serves the hub on `listener` until `shutdown` completes, then drains.
 pub async fn run(
@@ -27,73 +64,133 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let listeners = Listeners {
+        grpc: listener,
+        metrics: None,
+    };
+    serve(config, listeners, Controls::new(shutdown)).await
+}
+
+/// Serves the hub on `listeners` until `controls.shutdown` completes, then drains.
+pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> Result<()> {
     config.validate()?;
     let registry = Registry::load(&config.registry)?;
-    let tls_config = tls::server_config(
-        &read_text(&config.tls.ca_cert)?,
-        &read_text(&config.tls.server_cert)?,
-        &read_text(&config.tls.server_key)?,
-        &config
-            .tls
-            .crls
-            .iter()
-            .map(|p| read_text(p))
-            .collect::<Result<Vec<_>>>()?,
-    )?;
-    let (_tls_updates, tls_current) = tokio::sync::watch::channel(tls_config);
+    let metrics = Metrics::new();
 
     let data_dir = config.data_dir.clone();
     let feed_capacity = config.feed_capacity;
-    let (log, sequencer, feed, writer) = tokio::task::spawn_blocking(move || {
-        let log = Log::open(&data_dir)?;
-        let (sequencer, feed, writer) = Sequencer::start(log.clone(), feed_capacity)?;
-        Ok::<_, Error>((log, sequencer, feed, writer))
-    })
-    .await
-    .map_err(|e| Error::Unavailable(format!("start-up was interrupted: {e}")))??;
+    let (tls_files, start_registry, start_metrics) =
+        (config.tls.clone(), registry.clone(), metrics.clone());
+    let (credentials, tls_current, log, sequencer, feed, writer) =
+        tokio::task::spawn_blocking(move || {
+            let (credentials, tls_current) = Credentials::load(tls_files)?;
+            let log = Log::open(&data_dir)?;
+            let changes = admin::apply_stored(&log, &start_registry)?;
+            if changes > 0 {
+                tracing::info!(changes, "applied stored organisation changes over the registry file");
+            }
+            let (sequencer, feed, writer) =
+                Sequencer::start_with(log.clone(), feed_capacity, start_metrics)?;
+            Ok::<_, Error>((credentials, tls_current, log, sequencer, feed, writer))
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("start-up was interrupted: {e}")))??;
 
     let stop = CancellationToken::new();
+    let (audit, audit_task) = Audit::start(log.clone(), metrics.clone());
     let hub = Hub {
         log: log.clone(),
         feed: feed.clone(),
         sequencer,
         registry,
         stop: stop.clone(),
+        streams: Streams::new(stop.clone()),
+        credentials,
+        metrics: metrics.clone(),
+        audit,
     };
     tracing::info!(
-        addr = %listener.local_addr().map_err(|e| Error::io("listener address", e))?,
+        addr = %listeners.grpc.local_addr().map_err(|e| Error::io("listener address", e))?,
         head = feed.committed(),
         data_dir = %config.data_dir.display(),
         "hub serving"
     );
 
-    let service =
-        IndicatorHubServer::new(HubService::new(hub)).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let side_tasks = CancellationToken::new();
+    let metrics_task = listeners.metrics.map(|listener| {
+        tokio::spawn(metrics::serve(
+            listener,
+            metrics.clone(),
+            log.clone(),
+            feed.clone(),
+            side_tasks.clone(),
+        ))
+    });
+    let reload_task = controls
+        .reload
+        .map(|reload| tokio::spawn(reload_on_trigger(hub.clone(), reload, side_tasks.clone())));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<IndicatorHubServer<HubService>>()
+        .await;
+    health.set_serving::<AdminServer<AdminService>>().await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_error = |e| Error::Config(format!("gRPC reflection: {e}"));
+    let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
+
+    let hub_service = IndicatorHubServer::new(HubService::new(hub.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let admin_service = AdminServer::new(AdminService::new(hub.clone()));
+    drop(hub);
     let stopping = stop.clone();
+    let shutdown = controls.shutdown;
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections, ending streams");
+        health
+            .set_not_serving::<IndicatorHubServer<HubService>>()
+            .await;
+        health.set_not_serving::<AdminServer<AdminService>>().await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         stopping.cancel();
     };
-    let served = {
-        let serve = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(tls::incoming(listener, tls_current), signal);
-        tokio::pin!(serve);
-        tokio::select! {
-            served = &mut serve => served,
-            () = async {
-                stop.cancelled().await;
-                tokio::time::sleep(config.shutdown_grace).await;
-            } => {
-                tracing::warn!(grace = ?config.shutdown_grace, "shutdown grace timeout: closing remaining connections");
-                Ok(())
-            }
+    let serve = tonic::transport::Server::builder()
+        .add_service(hub_service)
+        .add_service(admin_service)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(tls::incoming(listeners.grpc, tls_current), signal);
+    tokio::pin!(serve);
+    let served = tokio::select! {
+        served = &mut serve => served,
+        () = async {
+            stop.cancelled().await;
+            tokio::time::sleep(config.shutdown_grace).await;
+        } => {
+            tracing::warn!(grace = ?config.shutdown_grace, "shutdown grace timeout: closing remaining connections");
+            Ok(())
         }
-        // The server future, holding the service and every connection, ends here.
     };
-    // The service (and with it every sequencer handle) is gone: the writer drains
-    // its queue and stops; then everything is flushed.
+    drop(serve);
+    // Every hub handle is gone once the side tasks end: the writer drains its
+    // queue and stops, the audit trail stores what is queued; then everything
+    // is flushed.
+    side_tasks.cancel();
+    for task in [metrics_task, reload_task].into_iter().flatten() {
+        let _ = task.await;
+    }
+    if audit_task.await.is_err() {
+        tracing::error!("the audit task panicked");
+    }
     tokio::task::spawn_blocking(move || {
         if writer.join().is_err() {
             tracing::error!("the writer thread panicked");
@@ -104,4 +201,26 @@ pub async fn run(
     .map_err(|e| Error::Unavailable(format!("shutdown was interrupted: {e}")))??;
     tracing::info!("hub stopped");
     served.map_err(|e| Error::Tls(format!("serving: {e}")))
+}
+
+/// Reloads the TLS credentials on every trigger until `stop`.
+async fn reload_on_trigger(hub: Hub, mut reload: mpsc::Receiver<()>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            trigger = reload.recv() => {
+                if trigger.is_none() {
+                    return;
+                }
+                match admin::reload_tls(&hub).await {
+                    Ok(loaded) => tracing::info!(
+                        crl_files = loaded.crl_files,
+                        revoked_serials = loaded.revoked.len(),
+                        "reload: TLS credentials and CRLs in force"
+                    ),
+                    Err(error) => tracing::error!(%error, "reload failed; the previous TLS credentials stay in force"),
+                }
+            }
+        }
+    }
 }

@@ -22,6 +22,7 @@ use crate::feed::Feed;
 use crate::frame::Frame;
 use crate::indicator::{Category, EventType, Kind, Risk, now_millis};
 use crate::log::{Log, Record, RecordMeta};
+use crate::metrics::{Metrics, SubscriberProgress};
 use crate::policy;
 use crate::proto;
 use crate::registry::Org;
@@ -79,9 +80,12 @@ pub fn spawn(
     log: Log,
     feed: Feed,
     stop: CancellationToken,
+    metrics: Metrics,
 ) -> ReceiverStream<Result<Frame, Status>> {
     let (frames, stream) = mpsc::channel(QUEUE_FRAMES);
     let task = Task {
+        progress: metrics.subscriber(subscription.after),
+        metrics,
         live: feed.subscribe(),
         subscription,
         log,
@@ -100,6 +104,9 @@ struct Task {
     live: broadcast::Receiver<Arc<Record>>,
     frames: mpsc::Sender<Result<Frame, Status>>,
     stop: CancellationToken,
+    metrics: Metrics,
+    /// Served up to (for the lag metrics).
+    progress: SubscriberProgress,
 }
 
 /// Why a phase ended.
@@ -158,6 +165,7 @@ impl Task {
                 return Next::End;
             }
             *next = last + 1;
+            self.progress.served_up_to(last);
         }
     }
 
@@ -219,6 +227,7 @@ impl Task {
                 }
                 idle_until = Instant::now() + self.subscription.heartbeat;
             }
+            self.progress.served_up_to(*next - 1);
         }
     }
 
@@ -231,11 +240,16 @@ impl Task {
 
     /// Queues a frame for the client; false when the stream is over.
     async fn send(&self, frame: Frame) -> bool {
-        tokio::select! {
+        let events = frame.entries();
+        let sent = tokio::select! {
             biased;
             () = self.stop.cancelled() => false,
             sent = self.frames.send(Ok(frame)) => sent.is_ok(),
+        };
+        if sent {
+            self.metrics.delivered(events);
         }
+        sent
     }
 
     async fn fail(&self, status: Status) -> Next {

@@ -1,0 +1,418 @@
+//! The `dip.v1.Admin` service: operating the hub without a restart.
+//!
+//! Owns: onboarding and suspending organisations (changes take effect at once,
+//! are stored in the log's `orgs` tree and override the registry file at the
+//! next start), reloading TLS credentials and revocation lists, and reading the
+//! audit trail. Every call is authorized by `policy::authorize_admin` (the
+//! regulator only) and attributed: the caller's organisation and certificate
+//! serial go to the tracing log, into the stored change and into the audit trail.
+//! Must never take the caller's identity from a request, nor touch sled except
+//! through `log` calls run off the async workers.
+
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Response, Status};
+
+use crate::api::Hub;
+use crate::audit::{self, AuditEntry};
+use crate::credentials::Loaded;
+use crate::error::{Error, Result};
+use crate::identity;
+use crate::indicator::{Millis, Source, now_millis};
+use crate::log::Log;
+use crate::policy;
+use crate::proto;
+use crate::proto::server::admin_server::Admin;
+use crate::registry::{Org, OrgStatus, Registry, Role};
+
+/// Longest organisation name, in characters.
+const MAX_NAME_CHARS: usize = 200;
+/// Longest suspension reason, in characters.
+const MAX_REASON_CHARS: usize = 500;
+/// Audit entries returned when the request does not say.
+const DEFAULT_AUDIT_LIMIT: u32 = 1000;
+/// Most audit entries one call returns.
+const MAX_AUDIT_LIMIT: u32 = 10_000;
+
+/// A run-time change of one organisation, as stored (the latest per org).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgChange {
+    /// The organisation as it is after the change.
+    pub org: Org,
+    /// ONBOARD or SET_STATUS.
+    pub action: String,
+    pub reason: String,
+    /// Who made the change.
+    pub by_org: String,
+    pub by_cert_serial: String,
+    pub time: Millis,
+}
+
+/// Applies the stored changes over the registry loaded from its file. Blocks on disk.
+pub fn apply_stored(log: &Log, registry: &Registry) -> Result<usize> {
+    let stored = log.stored_orgs()?;
+    for (id, bytes) in &stored {
+        let change: OrgChange = serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+            sequence: 0,
+            problem: format!("stored change of organisation {id}: {e}"),
+        })?;
+        registry.upsert(change.org)?;
+    }
+    Ok(stored.len())
+}
+
+/// Reloads the TLS credentials and CRLs, then ends the live streams of every
+/// revoked certificate. Used by `Admin.ReloadCrls` and by the server's reload
+/// trigger (SIGHUP).
+pub async fn reload_tls(hub: &Hub) -> Result<Loaded> {
+    let credentials = hub.credentials.clone();
+    let loaded = tokio::task::spawn_blocking(move || credentials.reload())
+        .await
+        .map_err(|e| Error::Unavailable(format!("reloading was interrupted: {e}")))??;
+    let ended = hub.streams.end_certs(&loaded.revoked);
+    if ended > 0 {
+        tracing::info!(
+            streams = ended,
+            "ended the live streams of revoked certificates"
+        );
+    }
+    hub.metrics.admin_action();
+    Ok(loaded)
+}
+
+/// The `dip.v1.Admin` service.
+pub struct AdminService {
+    hub: Hub,
+    /// One registry change at a time, so the stored change and the registry agree.
+    changes: Arc<Mutex<()>>,
+}
+
+impl AdminService {
+    pub fn new(hub: Hub) -> Self {
+        AdminService {
+            hub,
+            changes: Arc::default(),
+        }
+    }
+
+    /// The calling regulator, or PERMISSION_DENIED naming the rule.
+    fn admin<T>(&self, request: &Request<T>, rpc: &str) -> Result<Source> {
+        let (org, source) = self.hub.caller(request)?;
+        policy::authorize_admin(&org, rpc)?;
+        Ok(source)
+    }
+
+    /// Stores the change durably, then applies it to the registry.
+    async fn change(&self, change: OrgChange) -> Result<Org> {
+        let (log, registry, lock) = (
+            self.hub.log.clone(),
+            self.hub.registry.clone(),
+            Arc::clone(&self.changes),
+        );
+        tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let bytes = serde_json::to_vec(&change).map_err(|e| Error::Corrupt {
+                sequence: 0,
+                problem: format!("encoding an organisation change: {e}"),
+            })?;
+            log.store_org(&change.org.id, &bytes)?;
+            registry.upsert(change.org.clone())?;
+            Ok(change.org)
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("the change was interrupted: {e}")))?
+    }
+
+    fn audit(&self, by: &Source, action: &str, subject: String, outcome: impl Into<String>) {
+        self.hub.audit.record(AuditEntry::now(
+            &by.org_id,
+            &by.cert_serial,
+            action,
+            subject,
+            outcome,
+        ));
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn onboard_org(
+        &self,
+        request: Request<proto::OnboardOrgRequest>,
+    ) -> Result<Response<proto::OrgResponse>, Status> {
+        let by = self.admin(&request, "OnboardOrg")?;
+        let proto::OnboardOrgRequest { id, name, role } = request.into_inner();
+        let id = org_id(&id)?;
+        let name = name.trim().to_string();
+        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+            return Err(Error::invalid(
+                "name",
+                format!("has {} characters", name.chars().count()),
+                format!("the organisation's name, 1 to {MAX_NAME_CHARS} characters"),
+            )
+            .into());
+        }
+        let role = role_from_proto(role)?;
+        if id == by.org_id {
+            return Err(Error::FailedPrecondition(format!(
+                "{id} may not change its own organisation (ask another regulator)"
+            ))
+            .into());
+        }
+        let status = self
+            .hub
+            .registry
+            .get(&id)
+            .map_or(OrgStatus::Active, |o| o.status);
+        let org = self
+            .change(OrgChange {
+                org: Org {
+                    id: id.clone(),
+                    name,
+                    role,
+                    status,
+                },
+                action: "ONBOARD".into(),
+                reason: String::new(),
+                by_org: by.org_id.clone(),
+                by_cert_serial: by.cert_serial.clone(),
+                time: now_millis(),
+            })
+            .await?;
+        tracing::info!(
+            by_org = %by.org_id,
+            by_cert_serial = %by.cert_serial,
+            org = %org.id,
+            role = org.role.as_str(),
+            "admin: organisation onboarded"
+        );
+        self.hub.metrics.admin_action();
+        self.audit(&by, "ADMIN_ONBOARD", org.id.clone(), org.role.as_str());
+        Ok(Response::new(proto::OrgResponse {
+            org: Some(org_to_proto(&org)),
+        }))
+    }
+
+    async fn set_org_status(
+        &self,
+        request: Request<proto::SetOrgStatusRequest>,
+    ) -> Result<Response<proto::OrgResponse>, Status> {
+        let by = self.admin(&request, "SetOrgStatus")?;
+        let proto::SetOrgStatusRequest { id, status, reason } = request.into_inner();
+        let id = org_id(&id)?;
+        let status = match proto::OrgStatus::try_from(status) {
+            Ok(proto::OrgStatus::OrgActive) => OrgStatus::Active,
+            Ok(proto::OrgStatus::OrgSuspended) => OrgStatus::Suspended,
+            _ => {
+                return Err(Error::invalid(
+                    "status",
+                    format!("{status} is not a status to set"),
+                    "ORG_ACTIVE or ORG_SUSPENDED",
+                )
+                .into());
+            }
+        };
+        let reason = reason.trim().to_string();
+        if reason.chars().count() > MAX_REASON_CHARS
+            || (status == OrgStatus::Suspended && reason.is_empty())
+        {
+            return Err(Error::invalid(
+                "reason",
+                format!("has {} characters", reason.chars().count()),
+                format!("why, 1 to {MAX_REASON_CHARS} characters (required to suspend)"),
+            )
+            .into());
+        }
+        if id == by.org_id {
+            return Err(Error::FailedPrecondition(format!(
+                "{id} may not change its own status (ask another regulator)"
+            ))
+            .into());
+        }
+        let current = self.hub.registry.get(&id).ok_or_else(|| {
+            Error::NotFound(format!(
+                "organisation {id} is not registered; onboard it first"
+            ))
+        })?;
+        let org = self
+            .change(OrgChange {
+                org: Org { status, ..current },
+                action: "SET_STATUS".into(),
+                reason: reason.clone(),
+                by_org: by.org_id.clone(),
+                by_cert_serial: by.cert_serial.clone(),
+                time: now_millis(),
+            })
+            .await?;
+        // After the registry changed: a stream opened from now on is refused.
+        let ended = status == OrgStatus::Suspended && self.hub.streams.end_org(&org.id);
+        tracing::info!(
+            by_org = %by.org_id,
+            by_cert_serial = %by.cert_serial,
+            org = %org.id,
+            status = ?org.status,
+            %reason,
+            ended_streams = ended,
+            "admin: organisation status set"
+        );
+        self.hub.metrics.admin_action();
+        self.audit(
+            &by,
+            "ADMIN_SET_STATUS",
+            org.id.clone(),
+            status_name(org.status),
+        );
+        Ok(Response::new(proto::OrgResponse {
+            org: Some(org_to_proto(&org)),
+        }))
+    }
+
+    async fn list_orgs(
+        &self,
+        request: Request<proto::ListOrgsRequest>,
+    ) -> Result<Response<proto::ListOrgsResponse>, Status> {
+        self.admin(&request, "ListOrgs")?;
+        let proto::ListOrgsRequest {} = request.into_inner();
+        let orgs = self.hub.registry.all().iter().map(org_to_proto).collect();
+        Ok(Response::new(proto::ListOrgsResponse { orgs }))
+    }
+
+    async fn reload_crls(
+        &self,
+        request: Request<proto::ReloadCrlsRequest>,
+    ) -> Result<Response<proto::ReloadCrlsResponse>, Status> {
+        let by = self.admin(&request, "ReloadCrls")?;
+        let proto::ReloadCrlsRequest {} = request.into_inner();
+        let loaded = reload_tls(&self.hub).await.map_err(|error| {
+            tracing::warn!(%error, "reloading TLS credentials failed; the previous ones stay");
+            Status::failed_precondition(format!(
+                "reloading failed, the previous credentials stay in force: {error}"
+            ))
+        })?;
+        tracing::info!(
+            by_org = %by.org_id,
+            by_cert_serial = %by.cert_serial,
+            crl_files = loaded.crl_files,
+            revoked_serials = loaded.revoked.len(),
+            "admin: TLS credentials reloaded"
+        );
+        self.audit(
+            &by,
+            "ADMIN_RELOAD_CRLS",
+            format!("{} CRL files", loaded.crl_files),
+            "reloaded",
+        );
+        Ok(Response::new(proto::ReloadCrlsResponse {
+            revoked_serials: loaded.revoked.len() as u64,
+            crls: loaded.crl_files as u32,
+        }))
+    }
+
+    async fn read_audit(
+        &self,
+        request: Request<proto::ReadAuditRequest>,
+    ) -> Result<Response<proto::ReadAuditResponse>, Status> {
+        let by = self.admin(&request, "ReadAudit")?;
+        let proto::ReadAuditRequest { since, limit } = request.into_inner();
+        let limit = match limit {
+            0 => DEFAULT_AUDIT_LIMIT,
+            n if n <= MAX_AUDIT_LIMIT => n,
+            n => {
+                return Err(Error::invalid(
+                    "limit",
+                    format!("{n} is too many"),
+                    format!("0 (for {DEFAULT_AUDIT_LIMIT}) to {MAX_AUDIT_LIMIT}"),
+                )
+                .into());
+            }
+        };
+        let since = since.as_ref().map_or(0, crate::wire::millis);
+        // Entries recorded before this call are stored before it reads.
+        self.hub.audit.sync().await;
+        let log = self.hub.log.clone();
+        let entries =
+            tokio::task::spawn_blocking(move || audit::read(&log, since, limit as usize))
+                .await
+                .map_err(|e| Error::Unavailable(format!("reading was interrupted: {e}")))??;
+        self.audit(
+            &by,
+            "AUDIT_READ",
+            format!("since {since}"),
+            format!("{} entries", entries.len()),
+        );
+        Ok(Response::new(proto::ReadAuditResponse {
+            entries: entries
+                .into_iter()
+                .map(|e| proto::AuditEntry {
+                    time: Some(crate::wire::timestamp(e.time)),
+                    org: e.org,
+                    cert_serial: e.cert_serial,
+                    action: e.action,
+                    subject: e.subject,
+                    outcome: e.outcome,
+                })
+                .collect(),
+        }))
+    }
+}
+
+fn org_id(id: &str) -> Result<String> {
+    if identity::is_valid_org_id(id) {
+        Ok(id.to_string())
+    } else {
+        Err(Error::invalid(
+            "id",
+            format!("{id:?} is not a valid organisation id"),
+            "1-63 characters of a-z, 0-9 and '-', not starting with '-'",
+        ))
+    }
+}
+
+fn role_from_proto(role: i32) -> Result<Role> {
+    Ok(match proto::OrgRole::try_from(role) {
+        Ok(proto::OrgRole::Regulator) => Role::Regulator,
+        Ok(proto::OrgRole::LawEnforcement) => Role::LawEnforcement,
+        Ok(proto::OrgRole::Bank) => Role::Bank,
+        Ok(proto::OrgRole::Tsp) => Role::Tsp,
+        Ok(proto::OrgRole::PaymentOperator) => Role::PaymentOperator,
+        Ok(proto::OrgRole::Platform) => Role::Platform,
+        Ok(proto::OrgRole::Unspecified) | Err(_) => {
+            return Err(Error::invalid(
+                "role",
+                format!("{role} is not a role"),
+                "REGULATOR, LAW_ENFORCEMENT, BANK, TSP, PAYMENT_OPERATOR or PLATFORM",
+            ));
+        }
+    })
+}
+
+fn role_to_proto(role: Role) -> proto::OrgRole {
+    match role {
+        Role::Regulator => proto::OrgRole::Regulator,
+        Role::LawEnforcement => proto::OrgRole::LawEnforcement,
+        Role::Bank => proto::OrgRole::Bank,
+        Role::Tsp => proto::OrgRole::Tsp,
+        Role::PaymentOperator => proto::OrgRole::PaymentOperator,
+        Role::Platform => proto::OrgRole::Platform,
+    }
+}
+
+fn status_name(status: OrgStatus) -> &'static str {
+    match status {
+        OrgStatus::Active => "ORG_ACTIVE",
+        OrgStatus::Suspended => "ORG_SUSPENDED",
+    }
+}
+
+fn org_to_proto(org: &Org) -> proto::Org {
+    proto::Org {
+        id: org.id.clone(),
+        name: org.name.clone(),
+        role: role_to_proto(org.role) as i32,
+        status: match org.status {
+            OrgStatus::Active => proto::OrgStatus::OrgActive,
+            OrgStatus::Suspended => proto::OrgStatus::OrgSuspended,
+        } as i32,
+    }
+}
