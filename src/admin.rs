@@ -331,10 +331,9 @@ impl Admin for AdminService {
         // Entries recorded before this call are stored before it reads.
         self.hub.audit.sync().await;
         let log = self.hub.log.clone();
-        let entries =
-            tokio::task::spawn_blocking(move || audit::read(&log, since, limit as usize))
-                .await
-                .map_err(|e| Error::Unavailable(format!("reading was interrupted: {e}")))??;
+        let entries = tokio::task::spawn_blocking(move || audit::read(&log, since, limit as usize))
+            .await
+            .map_err(|e| Error::Unavailable(format!("reading was interrupted: {e}")))??;
         self.audit(
             &by,
             "AUDIT_READ",

@@ -11,8 +11,8 @@
 //! `log`) nor record more than the caller sent and the outcome it was told.
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
@@ -131,8 +131,7 @@ pub fn read(log: &Log, since: Millis, limit: usize) -> Result<Vec<AuditEntry>> {
 
 async fn store(log: Log, mut messages: mpsc::Receiver<Message>, metrics: Metrics) {
     let start = log.clone();
-    let mut counter = match tokio::task::spawn_blocking(move || start.last_audit_counter()).await
-    {
+    let mut counter = match tokio::task::spawn_blocking(move || start.last_audit_counter()).await {
         Ok(Ok(counter)) => counter,
         Ok(Err(error)) => {
             tracing::error!(%error, "reading the audit trail failed; its keys restart at 0");

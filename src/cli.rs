@@ -379,7 +379,9 @@ fn reload_signal() -> tokio::sync::mpsc::Receiver<()> {
                 }
             });
         }
-        Err(error) => tracing::warn!(%error, "cannot listen for SIGHUP; reload with Admin.ReloadCrls"),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP; reload with Admin.ReloadCrls")
+        }
     }
     #[cfg(not(unix))]
     drop(trigger);

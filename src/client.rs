@@ -44,6 +44,14 @@ impl ClientCerts {
 
 /// Connects to the hub at `url` (e.g. `https://localhost:7443`).
 pub async fn connect(url: &str, certs: &ClientCerts) -> Result<IndicatorHubClient<Channel>> {
+    Ok(IndicatorHubClient::new(channel(url, certs).await?)
+        .max_decoding_message_size(MAX_RESPONSE_BYTES)
+        .max_encoding_message_size(MAX_REQUEST_BYTES))
+}
+
+/// A mutual-TLS channel to the hub at `url`, for any of its services (the
+/// hub, `Admin`, health, reflection).
+pub async fn channel(url: &str, certs: &ClientCerts) -> Result<Channel> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|e| Error::Config(format!("hub address {url:?}: {e}")))?;
     let domain = endpoint
@@ -63,9 +71,7 @@ pub async fn connect(url: &str, certs: &ClientCerts) -> Result<IndicatorHubClien
         .connect()
         .await
         .map_err(|e| Error::Unavailable(format!("cannot reach the hub at {url}: {e}")))?;
-    Ok(IndicatorHubClient::new(channel)
-        .max_decoding_message_size(MAX_RESPONSE_BYTES)
-        .max_encoding_message_size(MAX_REQUEST_BYTES))
+    Ok(channel)
 }
 
 fn name<E: TryFrom<i32>>(value: i32, as_str: fn(&E) -> &'static str) -> String {

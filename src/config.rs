@@ -2,9 +2,9 @@
 //!
 //! Owns: what the server needs to run, checked once (files readable, values in
 //! range) before anything starts, and the config file (TOML) whose values lie
-//! beneath environment variables and flags: flag > `DIP_*` environment variable
-//! > config file > default. Must never parse command lines (that is `cli`) nor
-//! hold open resources.
+//! beneath environment variables and flags (flag, then `DIP_*` environment
+//! variable, then config file, then default). Must never parse command lines
+//! (that is `cli`) nor hold open resources.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -157,17 +157,15 @@ impl ServeFile {
             },
             registry: self.registry.or(beneath.registry),
             feed_capacity: self.feed_capacity.or(beneath.feed_capacity),
-            shutdown_grace_seconds: self.shutdown_grace_seconds.or(beneath.shutdown_grace_seconds),
+            shutdown_grace_seconds: self
+                .shutdown_grace_seconds
+                .or(beneath.shutdown_grace_seconds),
         }
     }
 
     /// Fills in defaults and checks the result once.
     pub fn settings(self) -> Result<ServeSettings> {
-        let dev = TlsFiles::dev(
-            &self
-                .certs_dir
-                .unwrap_or_else(|| PathBuf::from("certs/dev")),
-        );
+        let dev = TlsFiles::dev(&self.certs_dir.unwrap_or_else(|| PathBuf::from("certs/dev")));
         let tls = TlsFiles {
             ca_cert: self.ca.unwrap_or(dev.ca_cert),
             server_cert: self.cert.unwrap_or(dev.server_cert),

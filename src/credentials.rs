@@ -150,10 +150,14 @@ mod tests {
     #[test]
     fn reads_the_serials_a_crl_revokes_in_the_identity_form() {
         let ca = CertAuthority::generate("test CA").expect("ca");
-        let client = ca.issue_client("bank-a", Validity::days(1)).expect("client");
+        let client = ca
+            .issue_client("bank-a", Validity::days(1))
+            .expect("client");
         let der = rustls_pki_types::CertificateDer::from_pem_slice(client.cert_pem.as_bytes())
             .expect("pem");
-        let serial = crate::identity::identify(&der).expect("identity").cert_serial;
+        let serial = crate::identity::identify(&der)
+            .expect("identity")
+            .cert_serial;
         let crl = ca.crl_pem(&[&serial]).expect("crl");
         assert_eq!(revoked_serials(&crl).expect("parses"), vec![serial]);
         assert!(revoked_serials("not a crl").expect("no CRL").is_empty());

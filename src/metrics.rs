@@ -104,7 +104,7 @@ impl Metrics {
         let delivered_events = counter(
             &mut registry,
             "events_delivered",
-            "Events sent to subscribers (one per subscriber that received it)",
+            "Events handed to subscribers' streams (one per subscriber)",
         );
         let delivered_frames = counter(
             &mut registry,
@@ -290,8 +290,7 @@ pub async fn serve(
                 }
             }
         };
-        let (metrics, log, feed, stop) =
-            (metrics.clone(), log.clone(), feed.clone(), stop.clone());
+        let (metrics, log, feed, stop) = (metrics.clone(), log.clone(), feed.clone(), stop.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 scrape(request, metrics.clone(), log.clone(), feed.clone())

@@ -87,7 +87,10 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
             let log = Log::open(&data_dir)?;
             let changes = admin::apply_stored(&log, &start_registry)?;
             if changes > 0 {
-                tracing::info!(changes, "applied stored organisation changes over the registry file");
+                tracing::info!(
+                    changes,
+                    "applied stored organisation changes over the registry file"
+                );
             }
             let (sequencer, feed, writer) =
                 Sequencer::start_with(log.clone(), feed_capacity, start_metrics)?;
@@ -131,9 +134,7 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
         .map(|reload| tokio::spawn(reload_on_trigger(hub.clone(), reload, side_tasks.clone())));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<IndicatorHubServer<HubService>>()
-        .await;
+    health.set_serving::<IndicatorHubServer<HubService>>().await;
     health.set_serving::<AdminServer<AdminService>>().await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -162,25 +163,27 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
             .await;
         stopping.cancel();
     };
-    let serve = tonic::transport::Server::builder()
-        .add_service(hub_service)
-        .add_service(admin_service)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(tls::incoming(listeners.grpc, tls_current), signal);
-    tokio::pin!(serve);
-    let served = tokio::select! {
-        served = &mut serve => served,
-        () = async {
-            stop.cancelled().await;
-            tokio::time::sleep(config.shutdown_grace).await;
-        } => {
-            tracing::warn!(grace = ?config.shutdown_grace, "shutdown grace timeout: closing remaining connections");
-            Ok(())
+    let served = {
+        let serve = tonic::transport::Server::builder()
+            .add_service(hub_service)
+            .add_service(admin_service)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .serve_with_incoming_shutdown(tls::incoming(listeners.grpc, tls_current), signal);
+        tokio::pin!(serve);
+        tokio::select! {
+            served = &mut serve => served,
+            () = async {
+                stop.cancelled().await;
+                tokio::time::sleep(config.shutdown_grace).await;
+            } => {
+                tracing::warn!(grace = ?config.shutdown_grace, "shutdown grace timeout: closing remaining connections");
+                Ok(())
+            }
         }
+        // The server future, holding the services and every connection, ends here.
     };
-    drop(serve);
     // Every hub handle is gone once the side tasks end: the writer drains its
     // queue and stops, the audit trail stores what is queued; then everything
     // is flushed.

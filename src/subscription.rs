@@ -150,6 +150,8 @@ impl Task {
             let Some(last) = records.last().map(|r| r.sequence) else {
                 return Next::Live;
             };
+            // Before the frames go out, so that a client holding them sees its lag.
+            self.progress.served_up_to(last);
             let mut frame = Frame::with_capacity(records.len().min(FRAME_EVENTS));
             for record in records {
                 if self.subscription.wants(&record.meta) {
@@ -165,7 +167,6 @@ impl Task {
                 return Next::End;
             }
             *next = last + 1;
-            self.progress.served_up_to(last);
         }
     }
 
@@ -221,13 +222,13 @@ impl Task {
                     Err(_) => break,
                 };
             }
+            self.progress.served_up_to(*next - 1);
             if !frame.is_empty() {
                 if !self.send(frame).await {
                     return Next::End;
                 }
                 idle_until = Instant::now() + self.subscription.heartbeat;
             }
-            self.progress.served_up_to(*next - 1);
         }
     }
 
@@ -240,16 +241,13 @@ impl Task {
 
     /// Queues a frame for the client; false when the stream is over.
     async fn send(&self, frame: Frame) -> bool {
-        let events = frame.entries();
-        let sent = tokio::select! {
+        // Counted before it goes out, so that a client holding it sees it counted.
+        self.metrics.delivered(frame.entries());
+        tokio::select! {
             biased;
             () = self.stop.cancelled() => false,
             sent = self.frames.send(Ok(frame)) => sent.is_ok(),
-        };
-        if sent {
-            self.metrics.delivered(events);
         }
-        sent
     }
 
     async fn fail(&self, status: Status) -> Next {

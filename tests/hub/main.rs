@@ -3,5 +3,6 @@
 
 mod crash;
 mod harness;
+mod operations;
 mod security;
 mod spine;

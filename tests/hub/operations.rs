@@ -1,0 +1,879 @@
+//! Operating the hub: health and reflection, Prometheus metrics, the Admin
+//! service (onboard, suspend, persistence), CRL reload without a restart, the
+//! audit trail, and graceful shutdown.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dip_hub::client::{self, ClientCerts};
+use dip_hub::config::{Config, TlsFiles};
+use dip_hub::pki::{CertAuthority, Validity};
+use dip_hub::proto::admin_client::AdminClient;
+use dip_hub::proto::{self, IndicatorKind, OrgRole, OrgStatus};
+use dip_hub::server::{Controls, Listeners};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::harness::*;
+
+/// Upper bound for anything that should happen at once.
+const SOON: Duration = Duration::from_secs(10);
+
+/// A hub served with every operations feature: a metrics listener and a reload
+/// trigger beside the gRPC listener.
+struct OpsHub {
+    pki: Arc<TestPki>,
+    data: Arc<TempDir>,
+    port: u16,
+    metrics_port: u16,
+    reload: mpsc::Sender<()>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<dip_hub::Result<()>>,
+}
+
+impl OpsHub {
+    async fn start(pki: Arc<TestPki>, data: Arc<TempDir>, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::new(
+            data.path().join("db"),
+            TlsFiles::dev(&pki.pki_dir()),
+            pki.registry(),
+        );
+        tweak(&mut config);
+        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = grpc.local_addr().expect("addr").port();
+        let metrics_port = metrics.local_addr().expect("addr").port();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (reload, reloads) = mpsc::channel(1);
+        let controls = Controls {
+            shutdown: Box::pin(async {
+                let _ = stopped.await;
+            }),
+            reload: Some(reloads),
+        };
+        let listeners = Listeners {
+            grpc,
+            metrics: Some(metrics),
+        };
+        let task = tokio::spawn(dip_hub::server::serve(config, listeners, controls));
+        OpsHub {
+            pki,
+            data,
+            port,
+            metrics_port,
+            reload,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    async fn client(&self, org: &str) -> Client {
+        client::connect(&self.url(), &self.pki.certs(org))
+            .await
+            .unwrap_or_else(|e| panic!("{org} connects: {e}"))
+    }
+
+    async fn channel(&self, org: &str) -> Channel {
+        client::channel(&self.url(), &self.pki.certs(org))
+            .await
+            .unwrap_or_else(|e| panic!("{org} connects: {e}"))
+    }
+
+    async fn admin(&self, org: &str) -> AdminClient<Channel> {
+        AdminClient::new(self.channel(org).await)
+    }
+
+    fn trigger_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Graceful shutdown, bounded; returns the PKI and database for a restart.
+    async fn stop(mut self) -> (Arc<TestPki>, Arc<TempDir>) {
+        self.trigger_stop();
+        tokio::time::timeout(SOON, &mut self.task)
+            .await
+            .expect("the hub stops within 10 s")
+            .expect("server task")
+            .expect("server stops cleanly");
+        (self.pki.clone(), self.data.clone())
+    }
+
+    /// A certificate of `org` signed by the hub CA, written to files.
+    fn issue(&self, org: &str) -> ClientCerts {
+        let paths = self.pki.paths();
+        let ca = CertAuthority::load(
+            &std::fs::read_to_string(paths.ca_cert()).expect("ca cert"),
+            &std::fs::read_to_string(paths.ca_key()).expect("ca key"),
+        )
+        .expect("ca");
+        let issued = ca.issue_client(org, Validity::days(1)).expect("cert");
+        let dir = self.data.path().join(format!("issued-{org}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let certs = ClientCerts {
+            ca: paths.ca_cert(),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        std::fs::write(&certs.cert, &issued.cert_pem).expect("write");
+        std::fs::write(&certs.key, &issued.key_pem).expect("write");
+        certs
+    }
+
+    /// `GET path` on the metrics listener: (status line, body).
+    async fn http_get(&self, path: &str) -> (String, String) {
+        let mut tcp = TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .await
+            .expect("metrics listener");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        tokio::time::timeout(SOON, tcp.read_to_string(&mut response))
+            .await
+            .expect("metrics answer within 10 s")
+            .expect("read");
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        let status = head.lines().next().unwrap_or_default().to_string();
+        (status, body.to_string())
+    }
+}
+
+impl Drop for OpsHub {
+    fn drop(&mut self) {
+        self.trigger_stop();
+    }
+}
+
+/// The serial (hex) of the certificate in `certs`.
+fn serial_of(certs: &ClientCerts) -> String {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read(&certs.cert).expect("cert");
+    let der = CertificateDer::from_pem_slice(&pem).expect("pem");
+    dip_hub::identity::identify(&der)
+        .expect("identity")
+        .cert_serial
+}
+
+fn lookup_request(n: u64) -> proto::LookupRequest {
+    proto::LookupRequest {
+        kind: IndicatorKind::PhoneNumber as i32,
+        value: phone(n),
+    }
+}
+
+/// The value of one sample line `name value` in a metrics exposition.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// Waits for a stream to end; `None` if it ended cleanly, the status otherwise.
+async fn stream_end(
+    stream: &mut tonic::Streaming<proto::SubscribeResponse>,
+) -> Option<tonic::Status> {
+    loop {
+        match tokio::time::timeout(SOON, stream.message())
+            .await
+            .expect("the stream ends within 10 s")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => return None,
+            Err(status) => return Some(status),
+        }
+    }
+}
+
+#[tokio::test]
+async fn health_and_reflection_answer_standard_tools() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let data = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let mut hub = OpsHub::start(TestPki::new(), data, |_| {}).await;
+
+    // Any certificate of the hub CA that names an organisation may ask, even one
+    // the registry does not know (it gets nothing else).
+    let stranger = hub.issue("not-registered");
+    let channel = client::channel(&hub.url(), &stranger)
+        .await
+        .expect("connects");
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", "dip.v1.IndicatorHub", "dip.v1.Admin"] {
+        let answer = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("health of {service:?}: {s}"))
+            .into_inner();
+        assert_eq!(answer.status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "dip.v1.Nothing".into(),
+        })
+        .await
+        .expect_err("unknown service");
+    assert_eq!(unknown.code(), Code::NotFound);
+    let denied = proto::indicator_hub_client::IndicatorHubClient::new(channel)
+        .lookup(lookup_request(1))
+        .await
+        .expect_err("not registered");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    // Reflection, both protocol versions, lists every service.
+    {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        let mut reflection = ServerReflectionClient::new(hub.channel("alpha-bank").await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = reflection
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect("reflection")
+            .into_inner();
+        let answer = answers.message().await.expect("answer").expect("one");
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("not a service list: {answer:?}");
+        };
+        let names: HashSet<String> = list.service.into_iter().map(|s| s.name).collect();
+        for service in [
+            "dip.v1.IndicatorHub",
+            "dip.v1.Admin",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(names.contains(service), "{service} in {names:?}");
+        }
+        // And the contract itself, for grpcurl's `describe`.
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "dip.v1.IndicatorHub".into(),
+            )),
+        };
+        let mut answers = reflection
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect("reflection")
+            .into_inner();
+        let answer = answers.message().await.expect("answer").expect("one");
+        assert!(
+            matches!(
+                answer.message_response,
+                Some(MessageResponse::FileDescriptorResponse(ref files)) if !files.file_descriptor_proto.is_empty()
+            ),
+            "{answer:?}"
+        );
+    }
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let mut reflection = ServerReflectionClient::new(hub.channel("alpha-bank").await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = reflection
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect("reflection v1alpha")
+            .into_inner();
+        let answer = answers.message().await.expect("answer").expect("one");
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("not a service list: {answer:?}");
+        };
+        assert!(list.service.iter().any(|s| s.name == "dip.v1.IndicatorHub"));
+    }
+
+    // During shutdown the hub reports NOT_SERVING to those watching.
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "dip.v1.IndicatorHub".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.message().await.expect("status").expect("one");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    hub.trigger_stop();
+    let next = tokio::time::timeout(SOON, watch.message())
+        .await
+        .expect("a status within 10 s")
+        .expect("status")
+        .expect("one");
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    drop((watch, health));
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_published_and_delivered_events_on_their_own_listener() {
+    let data = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let hub = OpsHub::start(TestPki::new(), data, |_| {}).await;
+    let mut bank = hub.client("alpha-bank").await;
+    let mut stream = bank
+        .subscribe(subscribe_request(0))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut police = hub.client("mumbai-police").await;
+    publish(&mut police, vec![phone_indicator(1), phone_indicator(2)]).await;
+    publish(
+        &mut police,
+        vec![indicator(
+            IndicatorKind::UpiId,
+            "mule@okbank",
+            proto::Category::MuleAccount,
+        )],
+    )
+    .await;
+    collect_events(&mut stream, 3).await;
+
+    let (status, text) = hub.http_get("/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"dip_events_published_total{kind="PHONE_NUMBER",type="PUBLISHED"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"dip_events_published_total{kind="UPI_ID",type="PUBLISHED"}"#
+        ),
+        1.0
+    );
+    assert_eq!(sample(&text, "dip_events_delivered_total"), 3.0);
+    assert_eq!(sample(&text, "dip_publish_latency_seconds_count"), 2.0);
+    assert_eq!(sample(&text, "dip_subscribers"), 1.0);
+    assert_eq!(sample(&text, "dip_subscriber_lag_max"), 0.0);
+    assert_eq!(sample(&text, "dip_durable_head_sequence"), 3.0);
+    assert!(sample(&text, "dip_log_size_bytes") > 0.0);
+
+    drop(stream);
+    let (status, _) = hub.http_get("/nothing").await;
+    assert!(status.contains("404"), "{status}");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_regulator_administers_and_bad_requests_name_the_field() {
+    let data = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let hub = OpsHub::start(TestPki::new(), data, |_| {}).await;
+    let mut police = hub.admin("mumbai-police").await;
+    let denied = police
+        .list_orgs(proto::ListOrgsRequest {})
+        .await
+        .expect_err("police may not");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert!(
+        denied.message().contains("only the REGULATOR role"),
+        "{}",
+        denied.message()
+    );
+    let denied = police
+        .set_org_status(proto::SetOrgStatusRequest {
+            id: "alpha-bank".into(),
+            status: OrgStatus::OrgSuspended as i32,
+            reason: "x".into(),
+        })
+        .await
+        .expect_err("police may not");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    let mut regulator = hub.admin("dot-regulator").await;
+    let bad_id = regulator
+        .onboard_org(proto::OnboardOrgRequest {
+            id: "Bad Id".into(),
+            name: "x".into(),
+            role: OrgRole::Bank as i32,
+        })
+        .await
+        .expect_err("bad id");
+    assert_eq!(bad_id.code(), Code::InvalidArgument);
+    assert!(bad_id.message().starts_with("id:"), "{}", bad_id.message());
+    let no_role = regulator
+        .onboard_org(proto::OnboardOrgRequest {
+            id: "gamma-bank".into(),
+            name: "Gamma Bank".into(),
+            role: 0,
+        })
+        .await
+        .expect_err("no role");
+    assert_eq!(no_role.code(), Code::InvalidArgument);
+    assert!(
+        no_role.message().starts_with("role:"),
+        "{}",
+        no_role.message()
+    );
+    let no_reason = regulator
+        .set_org_status(proto::SetOrgStatusRequest {
+            id: "alpha-bank".into(),
+            status: OrgStatus::OrgSuspended as i32,
+            reason: String::new(),
+        })
+        .await
+        .expect_err("no reason");
+    assert_eq!(no_reason.code(), Code::InvalidArgument);
+    let unknown = regulator
+        .set_org_status(proto::SetOrgStatusRequest {
+            id: "nobody".into(),
+            status: OrgStatus::OrgSuspended as i32,
+            reason: "x".into(),
+        })
+        .await
+        .expect_err("unknown org");
+    assert_eq!(unknown.code(), Code::NotFound);
+    let itself = regulator
+        .set_org_status(proto::SetOrgStatusRequest {
+            id: "dot-regulator".into(),
+            status: OrgStatus::OrgSuspended as i32,
+            reason: "oops".into(),
+        })
+        .await
+        .expect_err("not itself");
+    assert_eq!(itself.code(), Code::FailedPrecondition);
+    // Nothing changed.
+    let orgs = regulator
+        .list_orgs(proto::ListOrgsRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .orgs;
+    assert!(orgs.iter().all(|o| o.status == OrgStatus::OrgActive as i32));
+    assert!(!orgs.iter().any(|o| o.id == "gamma-bank"));
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn onboarding_and_suspension_take_effect_at_once_and_survive_a_restart() {
+    let data = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let hub = OpsHub::start(TestPki::new(), data, |_| {}).await;
+    let gamma_certs = hub.issue("gamma-bank");
+    let mut gamma = client::connect(&hub.url(), &gamma_certs)
+        .await
+        .expect("connects");
+    let before = gamma
+        .lookup(lookup_request(1))
+        .await
+        .expect_err("not registered");
+    assert_eq!(before.code(), Code::PermissionDenied);
+
+    let mut regulator = hub.admin("dot-regulator").await;
+    let onboarded = regulator
+        .onboard_org(proto::OnboardOrgRequest {
+            id: "gamma-bank".into(),
+            name: "Gamma Bank".into(),
+            role: OrgRole::Bank as i32,
+        })
+        .await
+        .expect("onboard")
+        .into_inner()
+        .org
+        .expect("org");
+    assert_eq!(onboarded.status, OrgStatus::OrgActive as i32);
+    // The same connection is admitted at once.
+    publish(&mut gamma, vec![phone_indicator(7)]).await;
+
+    // alpha-bank follows the feed; its suspension ends the stream at once.
+    let mut alpha = hub.client("alpha-bank").await;
+    let mut stream = alpha
+        .subscribe(subscribe_request(0))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    collect_events(&mut stream, 1).await;
+    regulator
+        .set_org_status(proto::SetOrgStatusRequest {
+            id: "alpha-bank".into(),
+            status: OrgStatus::OrgSuspended as i32,
+            reason: "compliance review".into(),
+        })
+        .await
+        .expect("suspend");
+    assert!(
+        stream_end(&mut stream).await.is_none(),
+        "the stream ends cleanly"
+    );
+    let refused = alpha
+        .lookup(lookup_request(7))
+        .await
+        .expect_err("suspended");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(
+        refused.message().contains("suspended"),
+        "{}",
+        refused.message()
+    );
+    let resubscribe = alpha
+        .subscribe(subscribe_request(0))
+        .await
+        .expect_err("suspended");
+    assert_eq!(resubscribe.code(), Code::PermissionDenied);
+    // Others are untouched.
+    let mut beta = hub.client("beta-bank").await;
+    assert!(
+        beta.lookup(lookup_request(7))
+            .await
+            .expect("beta")
+            .into_inner()
+            .found
+    );
+
+    // Stored: a restart keeps both changes over the registry file.
+    drop((gamma, alpha, beta, regulator));
+    let (pki, data) = hub.stop().await;
+    let hub = OpsHub::start(pki, data, |_| {}).await;
+    let mut regulator = hub.admin("dot-regulator").await;
+    let orgs: BTreeMap<String, proto::Org> = regulator
+        .list_orgs(proto::ListOrgsRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .orgs
+        .into_iter()
+        .map(|o| (o.id.clone(), o))
+        .collect();
+    assert_eq!(orgs["gamma-bank"].role, OrgRole::Bank as i32);
+    assert_eq!(orgs["gamma-bank"].name, "Gamma Bank");
+    assert_eq!(orgs["alpha-bank"].status, OrgStatus::OrgSuspended as i32);
+    assert_eq!(orgs["beta-bank"].status, OrgStatus::OrgActive as i32);
+    let mut alpha = hub.client("alpha-bank").await;
+    assert_eq!(
+        alpha
+            .lookup(lookup_request(7))
+            .await
+            .expect_err("still suspended")
+            .code(),
+        Code::PermissionDenied
+    );
+    let mut gamma = client::connect(&hub.url(), &gamma_certs)
+        .await
+        .expect("connects");
+    assert!(
+        gamma
+            .lookup(lookup_request(7))
+            .await
+            .expect("gamma")
+            .into_inner()
+            .found
+    );
+
+    // Reactivation lets it back in, on the same connection.
+    regulator
+        .set_org_status(proto::SetOrgStatusRequest {
+            id: "alpha-bank".into(),
+            status: OrgStatus::OrgActive as i32,
+            reason: String::new(),
+        })
+        .await
+        .expect("reactivate");
+    assert!(
+        alpha
+            .lookup(lookup_request(7))
+            .await
+            .expect("alpha")
+            .into_inner()
+            .found
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_reloaded_crl_refuses_the_revoked_certificate_and_no_one_else() {
+    let pki = TestPki::new();
+    let paths = pki.paths();
+    let ca = CertAuthority::load(
+        &std::fs::read_to_string(paths.ca_cert()).expect("ca cert"),
+        &std::fs::read_to_string(paths.ca_key()).expect("ca key"),
+    )
+    .expect("ca");
+    let crl: PathBuf = pki.dir.path().join("clients.crl.pem");
+    std::fs::write(&crl, ca.crl_pem(&[]).expect("empty CRL")).expect("write");
+    let data = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let crl_path = crl.clone();
+    let hub = OpsHub::start(pki.clone(), data, move |config| {
+        config.tls.crls = vec![crl_path];
+    })
+    .await;
+
+    let alpha_certs = pki.certs("alpha-bank");
+    let alpha_serial = serial_of(&alpha_certs);
+    let mut alpha = hub.client("alpha-bank").await;
+    let mut stream = alpha
+        .subscribe(subscribe_request(0))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut police = hub.client("mumbai-police").await;
+    publish(&mut police, vec![phone_indicator(1)]).await;
+    collect_events(&mut stream, 1).await;
+
+    // Revoke alpha-bank's certificate; SIGHUP's path (the reload trigger).
+    std::fs::write(&crl, ca.crl_pem(&[&alpha_serial]).expect("CRL")).expect("write");
+    hub.reload.send(()).await.expect("reload trigger");
+    // The revoked certificate's live stream ends: the reload is in force.
+    assert!(stream_end(&mut stream).await.is_none(), "ends cleanly");
+    // Its open connection gets no more answers ...
+    let refused = alpha.lookup(lookup_request(1)).await.expect_err("revoked");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(
+        refused.message().contains("revoked"),
+        "{}",
+        refused.message()
+    );
+    // ... and a new connection with it fails the handshake.
+    let new_connection = match client::connect(&hub.url(), &alpha_certs).await {
+        Err(_) => None,
+        Ok(mut client) => Some(client.lookup(lookup_request(1)).await),
+    };
+    assert!(
+        !matches!(new_connection, Some(Ok(_))),
+        "a revoked certificate is refused: {new_connection:?}"
+    );
+    // Everyone else still works, on old and new connections.
+    assert!(
+        police
+            .lookup(lookup_request(1))
+            .await
+            .expect("police")
+            .into_inner()
+            .found
+    );
+    let mut beta = hub.client("beta-bank").await;
+    assert!(
+        beta.lookup(lookup_request(1))
+            .await
+            .expect("beta")
+            .into_inner()
+            .found
+    );
+
+    // The Admin RPC reloads too, and reports what it loaded.
+    let mut regulator = hub.admin("dot-regulator").await;
+    let loaded = regulator
+        .reload_crls(proto::ReloadCrlsRequest {})
+        .await
+        .expect("reload")
+        .into_inner();
+    assert_eq!((loaded.crls, loaded.revoked_serials), (1, 1));
+    // A broken CRL is refused and the previous credentials stay in force.
+    std::fs::write(&crl, "not a CRL").expect("write");
+    let broken = regulator
+        .reload_crls(proto::ReloadCrlsRequest {})
+        .await
+        .expect_err("broken CRL");
+    assert_eq!(broken.code(), Code::FailedPrecondition);
+    let mut beta = hub.client("beta-bank").await;
+    assert!(
+        beta.lookup(lookup_request(1))
+            .await
+            .expect("beta")
+            .into_inner()
+            .found
+    );
+    let refused = alpha
+        .lookup(lookup_request(1))
+        .await
+        .expect_err("still revoked");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn lookups_are_recorded_in_the_audit_trail_with_org_and_certificate() {
+    let data = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let hub = OpsHub::start(TestPki::new(), data, |_| {}).await;
+    let mut police = hub.client("mumbai-police").await;
+    publish(&mut police, vec![phone_indicator(5)]).await;
+    let mut bank = hub.client("alpha-bank").await;
+    assert!(
+        bank.lookup(lookup_request(5))
+            .await
+            .expect("lookup")
+            .into_inner()
+            .found
+    );
+    assert!(
+        !bank
+            .lookup(lookup_request(6))
+            .await
+            .expect("lookup")
+            .into_inner()
+            .found
+    );
+
+    let denied = hub
+        .admin("alpha-bank")
+        .await
+        .read_audit(proto::ReadAuditRequest::default())
+        .await
+        .expect_err("banks do not read the audit trail");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    let mut regulator = hub.admin("dot-regulator").await;
+    let too_many = regulator
+        .read_audit(proto::ReadAuditRequest {
+            since: None,
+            limit: 1_000_000,
+        })
+        .await
+        .expect_err("limit");
+    assert_eq!(too_many.code(), Code::InvalidArgument);
+    let entries = regulator
+        .read_audit(proto::ReadAuditRequest::default())
+        .await
+        .expect("audit")
+        .into_inner()
+        .entries;
+    let lookups: Vec<_> = entries.iter().filter(|e| e.action == "LOOKUP").collect();
+    assert_eq!(lookups.len(), 2, "{entries:?}");
+    let serial = serial_of(&hub.pki.certs("alpha-bank"));
+    assert!(
+        lookups
+            .iter()
+            .all(|e| e.org == "alpha-bank" && e.cert_serial == serial)
+    );
+    assert_eq!(lookups[0].subject, format!("PHONE_NUMBER {}", phone(5)));
+    assert_eq!(lookups[0].outcome, "found");
+    assert_eq!(lookups[1].outcome, "not_found");
+    assert!(lookups[0].time.is_some());
+
+    // Stored: still there after a restart.
+    drop((police, bank, regulator));
+    let (pki, data) = hub.stop().await;
+    let hub = OpsHub::start(pki, data, |_| {}).await;
+    let entries = hub
+        .admin("dot-regulator")
+        .await
+        .read_audit(proto::ReadAuditRequest::default())
+        .await
+        .expect("audit")
+        .into_inner()
+        .entries;
+    assert_eq!(entries.iter().filter(|e| e.action == "LOOKUP").count(), 2);
+    hub.stop().await;
+}
+
+/// Shutdown with publishes in flight and a subscription open: every publish is
+/// either acknowledged and durable or not acknowledged; the stream ends
+/// cleanly; the server finishes within the grace timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_shutdown_loses_no_acknowledged_publish() {
+    const PUBLISHERS: u64 = 8;
+    let grace = Duration::from_secs(8);
+    let data = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let mut hub = OpsHub::start(TestPki::new(), data, |config| {
+        config.shutdown_grace = grace;
+    })
+    .await;
+    let mut watcher = hub.client("dot-regulator").await;
+    let mut stream = watcher
+        .subscribe(subscribe_request(0))
+        .await
+        .expect("subscribe")
+        .into_inner();
+
+    let (acked, mut acks) = mpsc::unbounded_channel::<(u64, String)>();
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHERS {
+        let mut client = hub.client("mumbai-police").await;
+        let acked = acked.clone();
+        publishers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let n = p * 1_000_000 + i;
+                let request = proto::PublishRequest {
+                    indicators: vec![phone_indicator(n)],
+                    idempotency_key: String::new(),
+                };
+                match tokio::time::timeout(SOON, client.publish(request)).await {
+                    Ok(Ok(response)) => {
+                        let _ = acked.send((response.into_inner().events[0].sequence, phone(n)));
+                    }
+                    // Refused or cut off by the shutdown: not acknowledged.
+                    Ok(Err(_)) | Err(_) => return,
+                }
+            }
+        }));
+    }
+    drop(acked);
+    // Publishing is under way once the subscriber sees events flowing.
+    collect_events(&mut stream, 50).await;
+    let started = Instant::now();
+    hub.trigger_stop();
+    assert!(
+        stream_end(&mut stream).await.is_none(),
+        "the stream ends cleanly"
+    );
+    tokio::time::timeout(SOON, &mut hub.task)
+        .await
+        .expect("the hub stops")
+        .expect("server task")
+        .expect("stops cleanly");
+    assert!(
+        started.elapsed() < grace,
+        "drained in {:?}, within the {grace:?} grace",
+        started.elapsed()
+    );
+    for publisher in publishers {
+        tokio::time::timeout(SOON, publisher)
+            .await
+            .expect("publishers end")
+            .expect("publisher task");
+    }
+    let mut acknowledged = BTreeMap::new();
+    while let Some((sequence, value)) = acks.recv().await {
+        acknowledged.insert(sequence, value);
+    }
+    assert!(acknowledged.len() >= 50);
+
+    // Restart: every acknowledged event is there, with its value.
+    let (pki, data) = (hub.pki.clone(), hub.data.clone());
+    drop((hub, stream, watcher));
+    let hub = OpsHub::start(pki, data, |_| {}).await;
+    let last = *acknowledged.keys().last().expect("some");
+    let mut reader = hub.client("dot-regulator").await;
+    let mut stream = reader
+        .subscribe(subscribe_request(0))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let stored: BTreeMap<u64, String> = collect_events(&mut stream, last as usize)
+        .await
+        .into_iter()
+        .map(|e| (e.sequence, e.indicator.expect("indicator").value))
+        .collect();
+    for (sequence, value) in &acknowledged {
+        assert_eq!(stored.get(sequence), Some(value), "sequence {sequence}");
+    }
+    drop(stream);
+    hub.stop().await;
+}
