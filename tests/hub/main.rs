@@ -1,7 +1,9 @@
 //! Integration tests: the real server, real mutual TLS on 127.0.0.1, a real sled
 //! database in a temporary directory, and the real generated client.
 
+mod bad_input;
 mod crash;
+mod fuzz;
 mod harness;
 mod operations;
 mod security;

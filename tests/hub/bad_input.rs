@@ -1,0 +1,459 @@
+//! Bad input proofs (invariant 7): garbage, malformed protobuf and oversized
+//! requests each get a clear status, nothing is stored, and the hub keeps serving.
+//!
+//! Requests are sent as raw bytes over the real mTLS channel with a codec that
+//! writes its bytes as they are, so the hub's own decoding is what is tested.
+//! Property-based fuzzing of validation and normalization without a server is
+//! in `fuzz`.
+
+use bytes::{Buf, BufMut, Bytes};
+use dip_hub::config::read_text;
+use dip_hub::policy;
+use dip_hub::proto::{self, Category, IndicatorKind};
+use dip_hub::registry::{Org, Registry};
+use dip_hub::validate::{self, PublishBatch, SubscribeCommand};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestRunner};
+use prost::Message;
+use tonic::Code;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::fuzz::{arb_lookup_request, arb_publish_request, arb_subscribe_request};
+use crate::harness::*;
+
+const PUBLISH: &str = "/dip.v1.IndicatorHub/Publish";
+const SUBSCRIBE: &str = "/dip.v1.IndicatorHub/Subscribe";
+const LOOKUP: &str = "/dip.v1.IndicatorHub/Lookup";
+
+/// A codec that sends and receives message bodies as raw bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct RawDecoder;
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+/// A mutual-TLS channel to the hub as `org`, without the generated client (and
+/// without its request size limit).
+async fn raw_channel(hub: &TestHub, org: &str) -> Channel {
+    let certs = hub.pki.certs(org);
+    let tls = dip_hub::tls::client_tls(
+        &read_text(&certs.ca).expect("CA"),
+        &read_text(&certs.cert).expect("cert"),
+        &read_text(&certs.key).expect("key"),
+        "localhost",
+    );
+    Endpoint::from_shared(hub.url())
+        .expect("url")
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// Sends `body` as the request message of `method`; for Subscribe, the answer
+/// is whether the stream was opened.
+async fn raw_call(
+    channel: Channel,
+    method: &'static str,
+    body: Bytes,
+) -> Result<(), tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = PathAndQuery::from_static(method);
+    let request = tonic::Request::new(body);
+    let call = async {
+        if method == SUBSCRIBE {
+            grpc.server_streaming(request, path, RawCodec)
+                .await
+                .map(drop)
+        } else {
+            grpc.unary(request, path, RawCodec).await.map(drop)
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), call)
+        .await
+        .expect("the hub answers within 30 s")
+}
+
+fn police() -> Org {
+    Registry::parse(REGISTRY)
+        .expect("registry")
+        .active("mumbai-police")
+        .expect("active")
+}
+
+/// What the hub must answer to `body` sent to `method` by the police: the
+/// status it must give (code and message), or `None` for success.
+fn expected_answer(method: &str, body: &[u8]) -> Option<(Code, String)> {
+    let refusal = |error: dip_hub::Error| {
+        let status = tonic::Status::from(error);
+        Some((status.code(), status.message().to_string()))
+    };
+    let undecodable = |error: prost::DecodeError| Some((Code::Internal, error.to_string()));
+    match method {
+        PUBLISH => match proto::PublishRequest::decode(body) {
+            Err(error) => undecodable(error),
+            Ok(request) => match PublishBatch::try_from(request) {
+                Err(error) => refusal(error),
+                Ok(batch) => policy::authorize_publish(&police(), &batch.indicators)
+                    .err()
+                    .and_then(refusal),
+            },
+        },
+        SUBSCRIBE => match proto::SubscribeRequest::decode(body) {
+            Err(error) => undecodable(error),
+            Ok(request) => SubscribeCommand::try_from(request).err().and_then(refusal),
+        },
+        LOOKUP => match proto::LookupRequest::decode(body) {
+            Err(error) => undecodable(error),
+            Ok(request) => validate::indicator_key("indicator", request.kind, &request.value)
+                .err()
+                .and_then(refusal),
+        },
+        _ => unreachable!("only the methods above are fuzzed"),
+    }
+}
+
+/// Bodies worth sending: random bytes, and valid encodings of arbitrary requests
+/// with one byte changed or cut short (which reach deeper into the decoder).
+fn arb_body(method: &'static str) -> BoxedStrategy<Vec<u8>> {
+    let valid: BoxedStrategy<Vec<u8>> = match method {
+        PUBLISH => arb_publish_request()
+            .prop_map(|r| r.encode_to_vec())
+            .boxed(),
+        SUBSCRIBE => arb_subscribe_request()
+            .prop_map(|r| r.encode_to_vec())
+            .boxed(),
+        _ => arb_lookup_request().prop_map(|r| r.encode_to_vec()).boxed(),
+    };
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..300),
+        valid.clone(),
+        (valid.clone(), any::<prop::sample::Index>(), any::<u8>()).prop_map(
+            |(mut bytes, at, byte)| {
+                if !bytes.is_empty() {
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                }
+                bytes
+            }
+        ),
+        (valid, any::<prop::sample::Index>()).prop_map(|(mut bytes, at)| {
+            let len = at.index(bytes.len() + 1);
+            bytes.truncate(len);
+            bytes
+        }),
+    ]
+    .boxed()
+}
+
+/// Arbitrary bytes as the body of Publish, Subscribe and Lookup: the hub answers
+/// exactly what decoding and validating them locally says (a status naming the
+/// problem, or success when they happen to be a valid request), never crashes or
+/// hangs, stores nothing it refused, and keeps serving.
+#[test]
+fn arbitrary_request_bodies_get_the_status_their_content_deserves() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let hub = runtime.block_on(TestHub::start());
+    let channel = runtime.block_on(raw_channel(&hub, "mumbai-police"));
+    // The runner takes an `Fn`: counters live in cells.
+    let stored = std::cell::Cell::new(0u64);
+    let answers = std::cell::RefCell::new(std::collections::BTreeMap::<String, usize>::new());
+    for method in [PUBLISH, SUBSCRIBE, LOOKUP] {
+        let mut runner = TestRunner::new(ProptestConfig {
+            cases: 64,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        runner
+            .run(&arb_body(method), |body| {
+                let expected = expected_answer(method, &body);
+                let answer = runtime.block_on(raw_call(channel.clone(), method, body.into()));
+                match (&expected, &answer) {
+                    (None, Ok(())) => {
+                        if method == PUBLISH {
+                            stored.set(stored.get() + 1);
+                        }
+                        *answers
+                            .borrow_mut()
+                            .entry(format!("{method} OK"))
+                            .or_default() += 1;
+                    }
+                    (Some((code, message)), Err(status)) => {
+                        prop_assert_eq!(status.code(), *code, "{}: {:?}", method, status);
+                        prop_assert!(
+                            status.message().contains(message.as_str()),
+                            "{}: expected {:?} in {:?}",
+                            method,
+                            message,
+                            status.message()
+                        );
+                        *answers
+                            .borrow_mut()
+                            .entry(format!("{method} {:?}", status.code()))
+                            .or_default() += 1;
+                    }
+                    _ => prop_assert!(
+                        false,
+                        "{}: expected {:?}, the hub answered {:?}",
+                        method,
+                        expected,
+                        answer
+                    ),
+                }
+                Ok(())
+            })
+            .unwrap_or_else(|failure| panic!("{failure}"));
+    }
+    eprintln!("answers to fuzzed bodies: {:?}", answers.borrow());
+    let stored = stored.get();
+    // Still serving; the log holds only what was valid (in practice nothing).
+    runtime.block_on(async {
+        let mut police = hub.client("mumbai-police").await;
+        let response = publish(&mut police, vec![phone_indicator(1)]).await;
+        let head = response.events[0].sequence - 1;
+        assert!(head <= stored * 1000, "garbage was stored");
+        if stored == 0 {
+            assert_eq!(head, 0, "nothing from the fuzzed bodies was stored");
+        }
+    });
+}
+
+/// The hub keeps serving and the log holds `head` events.
+async fn still_serving_with_head(hub: &TestHub, head: u64) {
+    let mut police = hub.client("mumbai-police").await;
+    let response = publish(&mut police, vec![phone_indicator(800_000_000 + head)]).await;
+    assert_eq!(
+        response.events[0].sequence,
+        head + 1,
+        "nothing was stored, and the hub still serves"
+    );
+}
+
+#[tokio::test]
+async fn malformed_protobuf_is_refused_naming_what_is_wrong() {
+    let hub = TestHub::start().await;
+    let channel = raw_channel(&hub, "mumbai-police").await;
+    let cases: &[(&str, &'static str, &[u8], &str)] = &[
+        (
+            "truncated varint",
+            LOOKUP,
+            &[0x08, 0xFF],
+            "failed to decode Protobuf message",
+        ),
+        (
+            "wrong wire type: indicators sent as a varint",
+            PUBLISH,
+            &[0x08, 0x01],
+            "invalid wire type: Varint (expected LengthDelimited)",
+        ),
+        (
+            "invalid UTF-8 in a string",
+            LOOKUP,
+            &[0x12, 0x02, 0xC3, 0x28],
+            "LookupRequest.value: invalid string value: data is not UTF-8 encoded",
+        ),
+        (
+            "invalid UTF-8 in a nested string",
+            PUBLISH,
+            &[0x0A, 0x04, 0x12, 0x02, 0xFF, 0xFE],
+            "Indicator.value: PublishRequest.indicators: invalid string value",
+        ),
+        (
+            "a length past the end of the message",
+            PUBLISH,
+            &[0x0A, 0x10, 0x08],
+            "failed to decode Protobuf message",
+        ),
+        (
+            "garbage as a subscription",
+            SUBSCRIBE,
+            &[0xFF, 0xFF, 0xFF, 0xFF],
+            "failed to decode Protobuf message",
+        ),
+    ];
+    for (what, method, body, message) in cases {
+        let status = raw_call(channel.clone(), method, Bytes::from_static(body))
+            .await
+            .expect_err(what);
+        // tonic's (and gRPC's) code for a request that does not parse.
+        assert_eq!(status.code(), Code::Internal, "{what}: {status:?}");
+        assert!(
+            status.message().contains(message),
+            "{what}: expected {message:?} in {:?}",
+            status.message()
+        );
+    }
+    still_serving_with_head(&hub, 0).await;
+}
+
+#[tokio::test]
+async fn a_request_over_the_size_limit_is_refused_and_the_hub_keeps_serving() {
+    let hub = TestHub::start().await;
+    let channel = raw_channel(&hub, "mumbai-police").await;
+    let limit = dip_hub::server::MAX_REQUEST_BYTES;
+    // A well-formed PublishRequest just over the limit: one huge description.
+    let mut big = phone_indicator(1);
+    big.description = "x".repeat(limit);
+    let body = proto::PublishRequest {
+        indicators: vec![big],
+        idempotency_key: String::new(),
+    }
+    .encode_to_vec();
+    assert!(body.len() > limit);
+    let status = raw_call(channel, PUBLISH, body.into())
+        .await
+        .expect_err("too large");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("message length too large")
+            && status.message().contains(&limit.to_string()),
+        "{}",
+        status.message()
+    );
+    still_serving_with_head(&hub, 0).await;
+}
+
+#[tokio::test]
+async fn a_full_batch_of_the_largest_indicators_fits_the_size_limit() {
+    let hub = TestHub::start().await;
+    let mut police = hub.client("mumbai-police").await;
+    let indicators: Vec<proto::Indicator> = (0..validate::MAX_BATCH)
+        .map(|i| {
+            let path = "a".repeat(1900);
+            let mut url = indicator(
+                IndicatorKind::Url,
+                &format!("https://phish.example.com/{path}/{i}"),
+                Category::Phishing,
+            );
+            url.description = "d".repeat(validate::MAX_TEXT_LEN);
+            url
+        })
+        .collect();
+    let size = proto::PublishRequest {
+        indicators: indicators.clone(),
+        idempotency_key: String::new(),
+    }
+    .encoded_len();
+    assert!(size > 3_900_000, "a large batch: {size} bytes");
+    let response = publish(&mut police, indicators).await;
+    assert_eq!(response.events.len(), validate::MAX_BATCH);
+}
+
+#[tokio::test]
+async fn oversized_batches_and_fields_are_invalid_argument_stating_the_limit() {
+    let hub = TestHub::start().await;
+    let mut police = hub.client("mumbai-police").await;
+    let refused = |result: Result<tonic::Response<proto::PublishResponse>, tonic::Status>,
+                   message: &str| {
+        let status = result.expect_err(message);
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert_eq!(status.message(), message);
+    };
+    refused(
+        police
+            .publish(proto::PublishRequest {
+                indicators: (0..1001).map(phone_indicator).collect(),
+                idempotency_key: String::new(),
+            })
+            .await,
+        "indicators: the batch has 1001 indicators; expected at most 1000 per Publish; split the batch",
+    );
+    let mut long_description = phone_indicator(1);
+    long_description.description = "x".repeat(validate::MAX_TEXT_LEN + 1);
+    refused(
+        police
+            .publish(proto::PublishRequest {
+                indicators: vec![phone_indicator(0), long_description],
+                idempotency_key: String::new(),
+            })
+            .await,
+        "indicators[1].description: is 2049 bytes long; expected at most 2048 bytes",
+    );
+    refused(
+        police
+            .publish(proto::PublishRequest {
+                indicators: vec![phone_indicator(0)],
+                idempotency_key: "k".repeat(129),
+            })
+            .await,
+        "idempotency_key: 129 bytes or non-printable characters; expected at most 128 printable ASCII characters, e.g. a UUID",
+    );
+    // An oversized value: the normalizer names the field and the limit.
+    let long_url = indicator(
+        IndicatorKind::Url,
+        &format!("https://example.com/{}", "a".repeat(5000)),
+        Category::Phishing,
+    );
+    let status = police
+        .publish(proto::PublishRequest {
+            indicators: vec![long_url],
+            idempotency_key: String::new(),
+        })
+        .await
+        .expect_err("long value");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with("indicators[0].value: ") && status.message().contains("2048"),
+        "{}",
+        status.message()
+    );
+    // A long lookup value too.
+    let status = police
+        .lookup(proto::LookupRequest {
+            kind: IndicatorKind::PhoneNumber as i32,
+            value: "9".repeat(100_000),
+        })
+        .await
+        .expect_err("long lookup");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with("indicator.value: "),
+        "{}",
+        status.message()
+    );
+    still_serving_with_head(&hub, 0).await;
+}
