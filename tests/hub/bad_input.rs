@@ -7,7 +7,6 @@
 //! in `fuzz`.
 
 use bytes::{Buf, BufMut, Bytes};
-use dip_hub::config::read_text;
 use dip_hub::policy;
 use dip_hub::proto::{self, Category, IndicatorKind};
 use dip_hub::registry::{Org, Registry};
@@ -18,7 +17,7 @@ use prost::Message;
 use tonic::Code;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::fuzz::{arb_lookup_request, arb_publish_request, arb_subscribe_request};
 use crate::harness::*;
@@ -71,18 +70,7 @@ impl Codec for RawCodec {
 /// A mutual-TLS channel to the hub as `org`, without the generated client (and
 /// without its request size limit).
 async fn raw_channel(hub: &TestHub, org: &str) -> Channel {
-    let certs = hub.pki.certs(org);
-    let tls = dip_hub::tls::client_tls(
-        &read_text(&certs.ca).expect("CA"),
-        &read_text(&certs.cert).expect("cert"),
-        &read_text(&certs.key).expect("key"),
-        "localhost",
-    );
-    Endpoint::from_shared(hub.url())
-        .expect("url")
-        .tls_config(tls)
-        .expect("tls")
-        .connect()
+    dip_hub::client::channel(&hub.url(), &hub.pki.certs(org))
         .await
         .expect("connect")
 }
