@@ -196,7 +196,7 @@ impl ServeFile {
                 .parse()
                 .map_err(|_| Error::Config("the default listen address".into()))?,
         };
-        if self.metrics_listen == Some(listen) {
+        if listen.port() != 0 && self.metrics_listen == Some(listen) {
             return Err(Error::Config(format!(
                 "metrics_listen and listen are both {listen}; metrics need their own address"
             )));

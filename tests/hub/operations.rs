@@ -877,3 +877,157 @@ async fn graceful_shutdown_loses_no_acknowledged_publish() {
     drop(stream);
     hub.stop().await;
 }
+
+/// The real binary: settings from a config file beneath environment variables
+/// and flags, metrics on their own listener, a CRL reload on SIGHUP, and a clean
+/// exit on SIGTERM.
+#[tokio::test]
+async fn the_binary_takes_a_config_file_reloads_on_sighup_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let pki = TestPki::new();
+    let paths = pki.paths();
+    let ca = CertAuthority::load(
+        &std::fs::read_to_string(paths.ca_cert()).expect("ca cert"),
+        &std::fs::read_to_string(paths.ca_key()).expect("ca key"),
+    )
+    .expect("ca");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let crl = dir.path().join("clients.crl.pem");
+    std::fs::write(&crl, ca.crl_pem(&[]).expect("CRL")).expect("write");
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+             data_dir = \"{}\"\ncerts_dir = \"{}\"\ncrls = [\"{}\"]\n\
+             registry = \"/nonexistent/overridden-by-env.toml\"\n",
+            dir.path().join("not-this-db").display(),
+            pki.pki_dir().display(),
+            crl.display(),
+        ),
+    )
+    .expect("config");
+    let data_dir = dir.path().join("db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dip-hub"))
+        .args(["--log-json", "serve", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .env("DIP_REGISTRY", pki.registry())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the dip-hub binary starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (lines_tx, mut lines) = mpsc::unbounded_channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(value) = serde_json::from_str(&line) {
+                let _ = lines_tx.send(value);
+            }
+        }
+    });
+    // Waits for a log line with this message (seen before or arriving); returns its fields.
+    async fn logged(
+        (lines, seen): &mut (
+            mpsc::UnboundedReceiver<serde_json::Value>,
+            Vec<serde_json::Value>,
+        ),
+        message: &str,
+    ) -> serde_json::Value {
+        if let Some(found) = seen
+            .iter()
+            .find(|line| line["fields"]["message"] == message)
+        {
+            return found["fields"].clone();
+        }
+        tokio::time::timeout(SOON, async {
+            while let Some(line) = lines.recv().await {
+                let fields = line["fields"].clone();
+                seen.push(line);
+                if fields["message"] == message {
+                    return fields;
+                }
+            }
+            panic!("the hub exited before logging {message:?}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {message:?} within 10 s"))
+    }
+    let mut lines = (lines, Vec::new());
+    let metrics = logged(&mut lines, "metrics serving at /metrics").await;
+    let serving = logged(&mut lines, "hub serving").await;
+    assert_eq!(
+        serving["data_dir"].as_str(),
+        Some(data_dir.to_str().expect("utf-8")),
+        "the flag overrides the file"
+    );
+    let grpc: std::net::SocketAddr = serving["addr"]
+        .as_str()
+        .expect("addr")
+        .parse()
+        .expect("addr");
+    let metrics: std::net::SocketAddr = metrics["addr"]
+        .as_str()
+        .expect("addr")
+        .parse()
+        .expect("addr");
+    let url = format!("https://localhost:{}", grpc.port());
+
+    let mut tcp = TcpStream::connect(metrics).await.expect("metrics listener");
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(SOON, tcp.read_to_string(&mut response))
+        .await
+        .expect("answer")
+        .expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("dip_durable_head_sequence 0"));
+
+    let alpha_certs = pki.certs("alpha-bank");
+    let mut alpha = client::connect(&url, &alpha_certs).await.expect("connects");
+    assert!(
+        !alpha
+            .lookup(lookup_request(1))
+            .await
+            .expect("lookup")
+            .into_inner()
+            .found
+    );
+
+    std::fs::write(&crl, ca.crl_pem(&[&serial_of(&alpha_certs)]).expect("CRL")).expect("write");
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    let reloaded = logged(&mut lines, "reload: TLS credentials and CRLs in force").await;
+    assert_eq!(reloaded["revoked_serials"], 1);
+    let refused = alpha.lookup(lookup_request(1)).await.expect_err("revoked");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let mut beta = client::connect(&url, &pki.certs("beta-bank"))
+        .await
+        .expect("connects");
+    beta.lookup(lookup_request(1))
+        .await
+        .expect("beta is not revoked");
+
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    logged(&mut lines, "hub stopped").await;
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("exit status");
+    assert!(status.success(), "{status}");
+}
