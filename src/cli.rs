@@ -52,6 +52,58 @@ pub enum Command {
     Lookup(LookupArgs),
     /// Start a hub on a fresh embedded database and watch simulated stakeholders use it.
     Demo(DemoArgs),
+    /// Operate a running hub (regulator only): organisations, CRL reload, audit trail.
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Every organisation, as JSON lines.
+    Orgs,
+    /// Onboard an organisation (ACTIVE), or change its name and role.
+    Onboard {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+        /// REGULATOR, LAW_ENFORCEMENT, BANK, TSP, PAYMENT_OPERATOR or PLATFORM.
+        #[arg(long, value_parser = parse_enum::<proto::OrgRole>)]
+        role: proto::OrgRole,
+    },
+    /// Suspend an organisation: its live streams end, its calls are refused.
+    Suspend {
+        #[arg(long)]
+        id: String,
+        /// Why (stored with the change).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Reactivate a suspended organisation.
+    Activate {
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Re-read the CA, the server certificate and the CRLs (as SIGHUP does).
+    ReloadCrls,
+    /// The audit trail (who looked what up), oldest first, as JSON lines.
+    Audit {
+        /// Only entries from the last this many hours.
+        #[arg(long)]
+        hours: Option<u32>,
+        /// At most this many entries (up to 10000).
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -312,6 +364,7 @@ enum_from_name! {
     Risk: ["MEDIUM", "HIGH", "VERY_HIGH"],
     Tlp: ["CLEAR", "GREEN", "AMBER", "RED"],
     ActionType: ["NUMBER_DISCONNECTED", "ACCOUNT_FROZEN", "ACCOUNT_DEREGISTERED", "UPI_ID_DELINKED", "URL_BLOCKED", "HANDSET_BLOCKED", "OTHER_ACTION"],
+    proto::OrgRole: ["REGULATOR", "LAW_ENFORCEMENT", "BANK", "TSP", "PAYMENT_OPERATOR", "PLATFORM"],
 }
 
 /// Runs one command to completion.
@@ -327,6 +380,7 @@ pub async fn execute(command: Command) -> Result<()> {
         Command::Subscribe(args) => subscribe(args).await,
         Command::Lookup(args) => lookup(args).await,
         Command::Demo(args) => crate::demo::run(args).await,
+        Command::Admin(args) => admin(args).await,
     }
 }
 
@@ -548,4 +602,94 @@ async fn lookup(args: LookupArgs) -> Result<()> {
 /// A status from the hub, for the command line's error message.
 pub fn status_error(status: tonic::Status) -> Error {
     Error::Remote(status)
+}
+
+async fn admin(args: AdminArgs) -> Result<()> {
+    use proto::admin_client::AdminClient;
+    let channel = client::channel(&args.client.hub, &args.client.certs()?).await?;
+    let mut admin = AdminClient::new(channel);
+    let org_json = |org: &proto::Org| {
+        serde_json::json!({
+            "id": org.id,
+            "name": org.name,
+            "role": proto::OrgRole::try_from(org.role).map_or("?", |r| r.as_str_name()),
+            "status": proto::OrgStatus::try_from(org.status).map_or("?", |s| s.as_str_name()),
+        })
+    };
+    let set_status =
+        |id: String, status: proto::OrgStatus, reason: String| proto::SetOrgStatusRequest {
+            id,
+            status: status as i32,
+            reason,
+        };
+    let changed = match args.command {
+        AdminCommand::Orgs => {
+            let orgs = admin
+                .list_orgs(proto::ListOrgsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .orgs;
+            for org in &orgs {
+                print_json(&org_json(org));
+            }
+            return Ok(());
+        }
+        AdminCommand::Onboard { id, name, role } => admin
+            .onboard_org(proto::OnboardOrgRequest {
+                id,
+                name,
+                role: role as i32,
+            })
+            .await
+            .map_err(status_error)?,
+        AdminCommand::Suspend { id, reason } => admin
+            .set_org_status(set_status(id, proto::OrgStatus::OrgSuspended, reason))
+            .await
+            .map_err(status_error)?,
+        AdminCommand::Activate { id, reason } => admin
+            .set_org_status(set_status(id, proto::OrgStatus::OrgActive, reason))
+            .await
+            .map_err(status_error)?,
+        AdminCommand::ReloadCrls => {
+            let loaded = admin
+                .reload_crls(proto::ReloadCrlsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_json(&serde_json::json!({
+                "crl_files": loaded.crls,
+                "revoked_serials": loaded.revoked_serials,
+            }));
+            return Ok(());
+        }
+        AdminCommand::Audit { hours, limit } => {
+            let since = hours.map(|hours| {
+                crate::wire::timestamp(
+                    crate::indicator::now_millis() - i64::from(hours) * 3_600_000,
+                )
+            });
+            let entries = admin
+                .read_audit(proto::ReadAuditRequest { since, limit })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .entries;
+            for entry in &entries {
+                print_json(&serde_json::json!({
+                    "time": entry.time.as_ref().map(crate::wire::millis),
+                    "org": entry.org,
+                    "cert_serial": entry.cert_serial,
+                    "action": entry.action,
+                    "subject": entry.subject,
+                    "outcome": entry.outcome,
+                }));
+            }
+            return Ok(());
+        }
+    };
+    if let Some(org) = &changed.get_ref().org {
+        print_json(&org_json(org));
+    }
+    Ok(())
 }

@@ -923,7 +923,7 @@ async fn the_binary_takes_a_config_file_reloads_on_sighup_and_stops_on_sigterm()
         .spawn()
         .expect("the dip-hub binary starts");
     let stderr = child.stderr.take().expect("piped stderr");
-    let (lines_tx, mut lines) = mpsc::unbounded_channel::<serde_json::Value>();
+    let (lines_tx, lines) = mpsc::unbounded_channel::<serde_json::Value>();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
@@ -1018,6 +1018,38 @@ async fn the_binary_takes_a_config_file_reloads_on_sighup_and_stops_on_sigterm()
     beta.lookup(lookup_request(1))
         .await
         .expect("beta is not revoked");
+
+    // The admin command line, as the regulator and as someone else.
+    let admin = |org: &str, args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dip-hub"));
+        command
+            .args(["admin", "--hub", &url, "--as", org, "--certs-dir"])
+            .arg(pki.pki_dir())
+            .args(args);
+        async move {
+            tokio::task::spawn_blocking(move || command.output())
+                .await
+                .expect("join")
+                .expect("dip-hub admin runs")
+        }
+    };
+    let suspended = admin(
+        "dot-regulator",
+        &["suspend", "--id", "tsp-two", "--reason", "audit"],
+    )
+    .await;
+    assert!(suspended.status.success(), "{suspended:?}");
+    let line: serde_json::Value = serde_json::from_slice(&suspended.stdout).expect("one JSON line");
+    assert_eq!(line["status"], "ORG_SUSPENDED");
+    let orgs = admin("dot-regulator", &["orgs"]).await;
+    assert!(orgs.status.success(), "{orgs:?}");
+    assert_eq!(String::from_utf8_lossy(&orgs.stdout).lines().count(), 9);
+    let denied = admin("mumbai-police", &["orgs"]).await;
+    assert!(!denied.status.success());
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("only the REGULATOR role"),
+        "{denied:?}"
+    );
 
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
