@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use dip_hub::client;
 use dip_hub::indicator::IndicatorKey;
-use dip_hub::proto::{self, IndicatorKind, Risk};
+use dip_hub::proto::{self, EventType, IndicatorKind, Risk};
 use dip_hub::state::{self, IndicatorState};
 use dip_hub::wire;
 use tokio::sync::{mpsc, oneshot};
@@ -322,10 +322,22 @@ async fn publisher(
                         .keyed
                         .lock()
                         .unwrap()
-                        .insert(request.idempotency_key.clone(), values);
+                        .insert(request.idempotency_key.clone(), values.clone());
                 }
                 shared.acks.lock().unwrap().extend(acks);
                 let _ = progress.send(response.events.len() as u64);
+                // Now and then a lifecycle event: the publisher withdraws one of
+                // its own fresh values, or reports an action on a shared one.
+                let follow_up = match (request.idempotency_key.is_empty(), rng.range(0, 3)) {
+                    (false, 0) => Some(FollowUp::Revoke(values[0].clone())),
+                    (true, 0) => Some(FollowUp::Action(values[0].clone())),
+                    _ => None,
+                };
+                if let Some(follow_up) = follow_up
+                    && !lifecycle(&mut client, org, follow_up, &shared, &progress).await
+                {
+                    return PublisherEnd { pending: None };
+                }
             }
             Ok(Err(status)) => {
                 assert!(
@@ -336,6 +348,67 @@ async fn publisher(
                 return PublisherEnd { pending };
             }
             Err(_) => panic!("{org}: a publish got no answer within {STEP_TIMEOUT:?}"),
+        }
+    }
+}
+
+enum FollowUp {
+    Revoke(String),
+    Action(String),
+}
+
+/// Revokes or reports an action; false once the hub is gone.
+async fn lifecycle(
+    client: &mut Client,
+    org: &str,
+    follow_up: FollowUp,
+    shared: &Shared,
+    progress: &mpsc::UnboundedSender<u64>,
+) -> bool {
+    let (value, answer) = match follow_up {
+        FollowUp::Revoke(value) => {
+            let request = proto::RevokeRequest {
+                kind: IndicatorKind::PhoneNumber as i32,
+                value: value.clone(),
+                reason: format!("withdrawn by {org}"),
+                idempotency_key: String::new(),
+            };
+            (value, client.revoke(request).await)
+        }
+        FollowUp::Action(value) => {
+            let request = proto::ReportActionRequest {
+                kind: IndicatorKind::PhoneNumber as i32,
+                value: value.clone(),
+                action: proto::ActionType::OtherAction as i32,
+                note: format!("handled by {org}"),
+                idempotency_key: String::new(),
+            };
+            (value, client.report_action(request).await)
+        }
+    };
+    match answer {
+        Ok(response) => {
+            let response = response.into_inner();
+            assert_eq!(response.events.len(), 1, "{org}: one lifecycle event");
+            shared
+                .acks
+                .lock()
+                .unwrap()
+                .extend(response.events.iter().map(|event| Ack {
+                    sequence: event.sequence,
+                    event_id: event.event_id.clone(),
+                    value: value.clone(),
+                    org: org.to_string(),
+                }));
+            let _ = progress.send(1);
+            true
+        }
+        Err(status) => {
+            assert!(
+                shared.killed.load(Ordering::SeqCst),
+                "{org}: a lifecycle call failed while the hub was up: {status:?}"
+            );
+            false
         }
     }
 }
@@ -505,8 +578,11 @@ async fn acknowledged_events_survive_kill_9_in_order_once_and_the_state_replays(
 
     // Keyed batches carry values nobody else publishes: each is in the log once,
     // including those whose first answer was lost to a kill and were retried.
+    let reports = |event: &&proto::Event| {
+        event.r#type == EventType::Published as i32 || event.r#type == EventType::Sighting as i32
+    };
     let mut occurrences: HashMap<&str, usize> = HashMap::new();
-    for event in &events {
+    for event in events.iter().filter(reports) {
         *occurrences
             .entry(event.indicator.as_ref().map_or("", |i| i.value.as_str()))
             .or_default() += 1;
@@ -527,10 +603,12 @@ async fn acknowledged_events_survive_kill_9_in_order_once_and_the_state_replays(
     let mut reporters: HashMap<String, BTreeSet<String>> = HashMap::new();
     for event in &events {
         let event = wire::event_from_proto(event.clone()).expect("a stored event decodes");
-        reporters
+        let entry = reporters
             .entry(event.indicator.key.value.clone())
-            .or_default()
-            .insert(event.source.org_id.clone());
+            .or_default();
+        if matches!(event.event_type, EventType::Published | EventType::Sighting) {
+            entry.insert(event.source.org_id.clone());
+        }
         let slot = replayed.entry(event.indicator.key.clone()).or_default();
         *slot = state::apply(slot.take(), &event);
     }
@@ -570,15 +648,30 @@ async fn acknowledged_events_survive_kill_9_in_order_once_and_the_state_replays(
             .map(|e| e.indicator.as_ref().unwrap().risk)
             .max()
             .unwrap();
+        let last = history.last().unwrap();
+        let status = if last.r#type == EventType::Revoked as i32 {
+            proto::IndicatorStatus::StatusRevoked
+        } else {
+            proto::IndicatorStatus::Active
+        };
+        assert_eq!(state.status, status as i32, "{key}: status");
+        let actions = history
+            .iter()
+            .filter(|e| e.r#type == EventType::ActionTaken as i32)
+            .count();
+        assert_eq!(state.actions.len(), actions, "{key}: actions");
         assert_eq!(
             state.indicator.map(|i| i.risk),
             Some(max_risk),
             "{key}: the highest risk reported"
         );
     }
+    let count = |t: EventType| events.iter().filter(|e| e.r#type == t as i32).count();
     eprintln!(
-        "crash test: {KILLS} kills, {} acknowledged events, head {head}, {} keyed batches, {} retried after a kill ({} answered as replays), {} indicators compared, {:?}",
+        "crash test: {KILLS} kills, {} acknowledged events, head {head} ({} revoked, {} actions), {} keyed batches, {} retried after a kill ({} answered as replays), {} indicators compared, {:?}",
         acks.len(),
+        count(EventType::Revoked),
+        count(EventType::ActionTaken),
         keyed.len(),
         shared.retried.load(Ordering::SeqCst),
         shared.replayed.load(Ordering::SeqCst),
