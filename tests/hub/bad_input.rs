@@ -445,3 +445,210 @@ async fn oversized_batches_and_fields_are_invalid_argument_stating_the_limit() {
     );
     still_serving_with_head(&hub, 0).await;
 }
+
+/// Posts `body` (gRPC framing included: flag, length, message) to `path`, and
+/// returns the gRPC status code and message the hub ends the call with.
+async fn raw_http2(channel: &mut Channel, path: &str, body: Bytes) -> (Code, String) {
+    use http_body_util::BodyExt;
+    use tonic::codegen::Service;
+    use tonic::codegen::http;
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("https://localhost{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(http_body_util::Full::new(body)))
+        .expect("request");
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .expect("channel ready");
+    let response = tokio::time::timeout(std::time::Duration::from_secs(30), channel.call(request))
+        .await
+        .expect("an answer within 30 s")
+        .expect("an HTTP/2 response");
+    let (parts, mut body) = response.into_parts();
+    let mut trailers = parts.headers;
+    if path == SUBSCRIBE && !trailers.contains_key("grpc-status") {
+        // Not a trailers-only refusal: the stream is open (and stays open).
+        return (Code::Ok, "stream open".into());
+    }
+    while !trailers.contains_key("grpc-status") {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(30), body.frame())
+            .await
+            .expect("the call ends within 30 s");
+        match frame {
+            Some(Ok(frame)) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers = t;
+                }
+            }
+            _ => panic!("the call ended without a grpc-status"),
+        }
+    }
+    let code = trailers["grpc-status"]
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse::<i32>().ok())
+        .map(Code::from_i32)
+        .expect("a numeric grpc-status");
+    let message = trailers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .map(percent_decode)
+        .unwrap_or_default();
+    (code, message)
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) => {
+                let hex = std::str::from_utf8(hex).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            (byte, _) => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Broken gRPC framing under the protobuf (the 5-byte prefix: compression flag
+/// and length), sent as raw HTTP/2: each call ends with a status saying what is
+/// wrong, and the hub keeps serving.
+#[tokio::test]
+async fn broken_grpc_framing_is_refused_and_the_hub_keeps_serving() {
+    let hub = TestHub::start().await;
+    let mut channel = raw_channel(&hub, "mumbai-police").await;
+    let cases: &[(&str, &str, &'static [u8], Code, &str)] = &[
+        (
+            "compressed flag without grpc-encoding",
+            LOOKUP,
+            &[1, 0, 0, 0, 2, 0x08, 0x01],
+            Code::Internal,
+            "received message with compressed-flag but no grpc-encoding was specified",
+        ),
+        (
+            "an invalid compression flag",
+            PUBLISH,
+            &[7, 0, 0, 0, 2, 0x08, 0x01],
+            Code::Internal,
+            "invalid compression flag: 7 (valid flags are 0 and 1)",
+        ),
+        (
+            "a length past the end of the body",
+            PUBLISH,
+            &[0, 0, 0, 0, 100, 0x0A, 0x01],
+            Code::Internal,
+            "Unexpected EOF decoding stream.",
+        ),
+        (
+            "a cut-off prefix",
+            SUBSCRIBE,
+            &[0, 0, 0],
+            Code::Internal,
+            "Unexpected EOF decoding stream.",
+        ),
+        (
+            "no message at all",
+            PUBLISH,
+            &[],
+            Code::Internal,
+            "Missing request message.",
+        ),
+        (
+            // tonic answers a unary call from its first message.
+            "two messages to a unary call",
+            LOOKUP,
+            &[0, 0, 0, 0, 2, 0x08, 0x01, 0, 0, 0, 0, 2, 0x08, 0x01],
+            Code::InvalidArgument,
+            "indicator.value: is empty; expected a phone number",
+        ),
+        (
+            // The control: well-framed, valid (empty) request.
+            "an empty SubscribeRequest, properly framed",
+            SUBSCRIBE,
+            &[0, 0, 0, 0, 0],
+            Code::Ok,
+            "stream open",
+        ),
+        (
+            "a method the hub does not have",
+            "/dip.v1.IndicatorHub/DropAllTables",
+            &[0, 0, 0, 0, 0],
+            Code::Unimplemented,
+            "",
+        ),
+    ];
+    for (what, path, body, code, message) in cases {
+        let (got_code, got_message) = raw_http2(&mut channel, path, Bytes::from_static(body)).await;
+        assert_eq!(got_code, *code, "{what}: {got_message}");
+        assert!(
+            got_message.contains(message),
+            "{what}: expected {message:?} in {got_message:?}"
+        );
+    }
+    still_serving_with_head(&hub, 0).await;
+}
+
+/// Arbitrary bytes as the whole HTTP/2 request body (gRPC prefix included): the
+/// hub always ends the call with a deliberate status (never a reset or a hang),
+/// stores nothing and keeps serving.
+#[test]
+fn arbitrary_http2_bodies_end_with_a_status() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let hub = runtime.block_on(TestHub::start());
+    let channel = runtime.block_on(raw_channel(&hub, "mumbai-police"));
+    let body = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..64),
+        // A plausible prefix in front of random bytes.
+        (0u8..2, prop::collection::vec(any::<u8>(), 0..64)).prop_map(|(flag, rest)| {
+            let mut body = vec![flag];
+            body.extend_from_slice(&(rest.len() as u32).to_be_bytes());
+            body.extend(rest);
+            body
+        }),
+    ];
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(
+            &(prop::sample::select(vec![PUBLISH, LOOKUP, SUBSCRIBE]), body),
+            |(path, body)| {
+                let mut channel = channel.clone();
+                let (code, message) =
+                    runtime.block_on(async { raw_http2(&mut channel, path, body.into()).await });
+                prop_assert!(
+                    matches!(code, Code::Ok | Code::Internal | Code::InvalidArgument),
+                    "{}: {:?} {}",
+                    path,
+                    code,
+                    message
+                );
+                prop_assert!(
+                    path != PUBLISH || code != Code::Ok,
+                    "random bytes were published"
+                );
+                Ok(())
+            },
+        )
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    runtime.block_on(still_serving_with_head(&hub, 0));
+}
