@@ -4,12 +4,20 @@
 //! writer and the audit trail), serving over the given listeners (gRPC with
 //! mutual TLS: the hub, admin, health and reflection services; Prometheus
 //! metrics over plain HTTP), reloading TLS credentials when triggered, and the
-//! shutdown drain with its grace timeout. Must never bind its own port or listen
+//! shutdown drain with its grace timeout (after which every remaining connection
+//! is severed, so that the hub always stops). Must never bind its own port or listen
 //! for signals: callers (main, tests) pass bound listeners, a shutdown future and
 //! a reload trigger.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+use tonic::transport::server::Connected;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -149,6 +157,9 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     let admin_service = AdminServer::new(AdminService::new(hub.clone()));
     drop(hub);
+    // Cut after the grace timeout: tonic's connection tasks outlive its server
+    // future, and with them the services and every hub handle.
+    let sever = CancellationToken::new();
     let stopping = stop.clone();
     let shutdown = controls.shutdown;
     let signal = async move {
@@ -170,7 +181,10 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(tls::incoming(listeners.grpc, tls_current), signal);
+            .serve_with_incoming_shutdown(
+                Severable::all(tls::incoming(listeners.grpc, tls_current), &sever),
+                signal,
+            );
         tokio::pin!(serve);
         tokio::select! {
             served = &mut serve => served,
@@ -179,6 +193,7 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
                 tokio::time::sleep(config.shutdown_grace).await;
             } => {
                 tracing::warn!(grace = ?config.shutdown_grace, "shutdown grace timeout: closing remaining connections");
+                sever.cancel();
                 Ok(())
             }
         }
@@ -225,5 +240,76 @@ async fn reload_on_trigger(hub: Hub, mut reload: mpsc::Receiver<()>, stop: Cance
                 }
             }
         }
+    }
+}
+
+/// A connection that fails every read and write once `severed` is cancelled, so
+/// that the task serving it ends (and drops the services it holds).
+struct Severable {
+    conn: tls::AuthenticatedConn,
+    severed: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Severable {
+    fn all(
+        incoming: impl Stream<Item = io::Result<tls::AuthenticatedConn>>,
+        sever: &CancellationToken,
+    ) -> impl Stream<Item = io::Result<Severable>> {
+        let sever = sever.clone();
+        incoming.map(move |conn| {
+            conn.map(|conn| Severable {
+                conn,
+                severed: Box::pin(sever.clone().cancelled_owned()),
+            })
+        })
+    }
+
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match self.severed.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the hub shut down after its grace timeout",
+            )),
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
+impl Connected for Severable {
+    type ConnectInfo = tls::PeerInfo;
+
+    fn connect_info(&self) -> tls::PeerInfo {
+        self.conn.connect_info()
+    }
+}
+
+impl AsyncRead for Severable {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.check(cx)?;
+        Pin::new(&mut self.conn).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Severable {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.check(cx)?;
+        Pin::new(&mut self.conn).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.check(cx)?;
+        Pin::new(&mut self.conn).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.conn).poll_shutdown(cx)
     }
 }

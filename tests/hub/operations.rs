@@ -1063,3 +1063,43 @@ async fn the_binary_takes_a_config_file_reloads_on_sighup_and_stops_on_sigterm()
         .expect("exit status");
     assert!(status.success(), "{status}");
 }
+
+/// Regression: a stream that shutdown does not end (a health `Watch`) once kept
+/// the hub from stopping after the grace timeout, because tonic's connection
+/// tasks (holding the services, hence the writer) outlived the server future.
+#[tokio::test]
+async fn after_the_grace_timeout_remaining_connections_are_closed_and_the_hub_stops() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let data = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let grace = Duration::from_millis(500);
+    let mut hub = OpsHub::start(TestPki::new(), data, |config| {
+        config.shutdown_grace = grace;
+    })
+    .await;
+    let mut health = HealthClient::new(hub.channel("alpha-bank").await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    watch.message().await.expect("status").expect("one");
+    let started = Instant::now();
+    hub.trigger_stop();
+    tokio::time::timeout(SOON, &mut hub.task)
+        .await
+        .expect("the hub stops after its grace timeout")
+        .expect("server task")
+        .expect("stops cleanly");
+    assert!(started.elapsed() >= grace, "the open stream had its grace");
+    // The watcher's connection was closed: its stream ends.
+    tokio::time::timeout(SOON, async {
+        while let Ok(Some(_)) = watch.message().await {}
+    })
+    .await
+    .expect("the watch stream ends");
+    drop(health);
+}
