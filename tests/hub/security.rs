@@ -512,3 +512,121 @@ async fn a_sighting_with_a_lower_tlp_does_not_declassify_a_red_indicator() {
     );
     assert_eq!(state.reporters, vec!["alpha-bank", "mumbai-police"]);
 }
+
+/// A CA of the test's own (rcgen), so that it can sign what the hub's
+/// `CertAuthority` refuses to issue: client certificates naming zero or two
+/// organisations. The hub is started trusting this CA.
+struct RawCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    cert_pem: String,
+}
+
+impl RawCa {
+    fn new() -> RawCa {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Test CA");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).expect("CA");
+        RawCa {
+            cert_pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf certificate with these SANs (DNS names or URIs) and EKU.
+    fn issue(&self, sans: &[&str], server: bool) -> IssuedCert {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "alpha-bank");
+        params.subject_alt_names = sans
+            .iter()
+            .map(|san| match san.strip_prefix("dns:") {
+                Some(name) => rcgen::SanType::DnsName(name.try_into().expect("DNS name")),
+                None => rcgen::SanType::URI((*san).try_into().expect("URI")),
+            })
+            .collect();
+        params.extended_key_usages = vec![if server {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
+        IssuedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_naming_no_organisation_or_two_gets_nothing() {
+    let ca = RawCa::new();
+    let pki = TestPki::new();
+    let dir = pki.dir.path().join("raw-ca");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let server = ca.issue(&["dns:localhost"], true);
+    let files = dip_hub::config::TlsFiles {
+        ca_cert: dir.join("ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+        crls: Vec::new(),
+    };
+    std::fs::write(&files.ca_cert, &ca.cert_pem).expect("CA");
+    std::fs::write(&files.server_cert, &server.cert_pem).expect("server cert");
+    std::fs::write(&files.server_key, &server.key_pem).expect("server key");
+    let data = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+    let tls = files.clone();
+    let hub = TestHub::start_with(pki, data, move |config| config.tls = tls).await;
+
+    for (name, sans) in [
+        // The subject CN says alpha-bank: the hub must not fall back to it.
+        ("no-org", vec!["dns:alpha-bank.example"]),
+        (
+            "two-orgs",
+            vec!["urn:dip:org:alpha-bank", "urn:dip:org:mumbai-police"],
+        ),
+    ] {
+        let cert = ca.issue(&sans, false);
+        let certs = write_certs(&dir, name, &cert, &files.ca_cert);
+        // TLS verifies the chain, then the hub finds no single organisation and
+        // closes the connection before any call is served.
+        let refused = match hub.client_with(&certs).await {
+            Err(error) => error.to_string(),
+            Ok(mut client) => {
+                let status = client
+                    .publish(one_phone(1))
+                    .await
+                    .expect_err("no organisation, no service");
+                assert!(
+                    matches!(status.code(), Code::Unknown | Code::Unavailable),
+                    "{name}: {status:?}"
+                );
+                status_chain(&status)
+            }
+        };
+        assert!(
+            refused.contains("peer closed connection"),
+            "{name}: expected the hub to close the connection; got {refused}"
+        );
+    }
+    // A certificate of this CA that names one organisation is served.
+    let good = ca.issue(&["urn:dip:org:mumbai-police"], false);
+    let certs = write_certs(&dir, "good", &good, &files.ca_cert);
+    let mut police = hub.client_with(&certs).await.expect("connects");
+    let response = publish(&mut police, vec![phone_indicator(1)]).await;
+    assert_eq!(
+        response.events[0].sequence, 1,
+        "nothing stored for the refused"
+    );
+}
