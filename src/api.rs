@@ -133,8 +133,17 @@ impl IndicatorHub for HubService {
             changes: batch.indicators.into_iter().map(Change::Publish).collect(),
             idempotency_key: batch.idempotency_key,
         };
+        let serial = submission.source.cert_serial.clone();
         let committed = self.hub.sequencer.submit(permit, submission).await?;
         self.hub.metrics.publish_latency(started.elapsed());
+        tracing::debug!(
+            org = %org.id,
+            cert_serial = %serial,
+            events = committed.events.len(),
+            first_sequence = committed.events.first().map_or(0, |e| e.sequence),
+            replayed = committed.replayed,
+            "published"
+        );
         let (events, replayed) = event_refs(committed);
         Ok(Response::new(proto::PublishResponse { events, replayed }))
     }
@@ -155,7 +164,15 @@ impl IndicatorHub for HubService {
             }],
             idempotency_key: command.idempotency_key,
         };
+        let serial = submission.source.cert_serial.clone();
         let committed = self.hub.sequencer.submit(permit, submission).await?;
+        tracing::info!(
+            org = %org.id,
+            cert_serial = %serial,
+            sequence = committed.events.first().map_or(0, |e| e.sequence),
+            replayed = committed.replayed,
+            "revoked"
+        );
         let (events, replayed) = event_refs(committed);
         Ok(Response::new(proto::EventsResponse { events, replayed }))
     }
