@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::audit::{Audit, AuditEntry};
 use crate::credentials::Credentials;
+use crate::cursor::Cursors;
 use crate::error::{Error, Result};
 use crate::feed::Feed;
 use crate::frame::Frame;
@@ -26,11 +27,16 @@ use crate::proto;
 use crate::proto::server::indicator_hub_server::IndicatorHub;
 use crate::registry::{Org, Registry};
 use crate::sequencer::{Change, Committed, Sequencer, Submission};
+use crate::snapshot;
 use crate::state::IndicatorState;
 use crate::streams::Streams;
 use crate::subscription::{self, Subscription};
 use crate::tls;
-use crate::validate::{ActionCommand, PublishBatch, RevokeCommand, Start, SubscribeCommand};
+use crate::validate::{
+    AckCommand, ActionCommand, PublishBatch, RevokeCommand, SnapshotCommand, Start,
+    SubscribeCommand,
+};
+use crate::view::View;
 
 /// Everything a request may need, shared by all of them.
 #[derive(Clone)]
@@ -38,6 +44,10 @@ pub struct Hub {
     pub log: Log,
     pub feed: Feed,
     pub sequencer: Sequencer,
+    /// The state view in memory (Lookup, Snapshot).
+    pub view: View,
+    /// Durable consumers' acknowledged sequences.
+    pub cursors: Cursors,
     pub registry: Registry,
     /// Cancelled when the hub shuts down: every stream ends.
     pub stop: CancellationToken,
@@ -82,19 +92,16 @@ impl Hub {
         Ok(token)
     }
 
-    /// The current state of one indicator, read off the async workers.
-    async fn state_of(&self, key: IndicatorKey) -> Result<Option<IndicatorState>> {
-        let log = self.log.clone();
-        tokio::task::spawn_blocking(move || log.indicator(&key))
-            .await
-            .map_err(|e| Error::Unavailable(format!("lookup was interrupted: {e}")))?
+    /// The current state of one indicator, from the state view in memory.
+    fn state_of(&self, key: &IndicatorKey) -> Option<IndicatorState> {
+        self.view.get(key).map(|state| state.as_ref().clone())
     }
 
     /// The state of an indicator the caller may see; otherwise NOT_FOUND, so that
     /// TLP:RED indicators do not even reveal that they exist.
     async fn visible_state(&self, org: &Org, key: IndicatorKey) -> Result<IndicatorState> {
         let shown = key.to_string();
-        match self.state_of(key).await? {
+        match self.state_of(&key) {
             Some(state) if policy::may_see(org, state.indicator.tlp, &state.source_org) => {
                 Ok(state)
             }
@@ -207,10 +214,13 @@ impl IndicatorHub for HubService {
         let (org, source) = self.hub.caller(&request)?;
         let command = SubscribeCommand::try_from(request.into_inner())?;
         let stop = self.hub.stream_token(&source)?;
-        let after = match command.start {
-            Start::After(sequence) => sequence,
-            Start::Now => self.hub.feed.committed(),
-            Start::Default => 0,
+        let after = match (command.start, &command.consumer) {
+            (Start::After(sequence), _) => sequence,
+            (Start::Now, _) => self.hub.feed.committed(),
+            (Start::Default, Some(consumer)) => {
+                (self.hub.cursors.position(&org.id, consumer).await?).unwrap_or(0)
+            }
+            (Start::Default, None) => 0,
         };
         let subscription = Subscription {
             filter: command.filter,
@@ -232,8 +242,28 @@ impl IndicatorHub for HubService {
         &self,
         request: Request<proto::AckRequest>,
     ) -> Result<Response<proto::AckResponse>, Status> {
-        self.hub.caller(&request)?;
-        Err(Status::unimplemented("Ack is not available yet"))
+        let (org, _) = self.hub.caller(&request)?;
+        let command = AckCommand::try_from(request.into_inner())?;
+        let head = self.hub.feed.committed();
+        if command.sequence > head {
+            return Err(Error::invalid(
+                "sequence",
+                format!(
+                    "{} is beyond the hub's newest durable sequence {head}",
+                    command.sequence
+                ),
+                "the sequence of an event this consumer received (or a heartbeat's delivered_through)",
+            )
+            .into());
+        }
+        let acknowledged_sequence = self
+            .hub
+            .cursors
+            .ack(&org.id, &command.consumer, command.sequence)
+            .await?;
+        Ok(Response::new(proto::AckResponse {
+            acknowledged_sequence,
+        }))
     }
 
     async fn lookup(
@@ -277,8 +307,11 @@ impl IndicatorHub for HubService {
         &self,
         request: Request<proto::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        self.hub.caller(&request)?;
-        Err(Status::unimplemented("Snapshot is not available yet"))
+        let (org, source) = self.hub.caller(&request)?;
+        let command = SnapshotCommand::try_from(request.into_inner())?;
+        let stop = self.hub.stream_token(&source)?;
+        let messages = snapshot::spawn(self.hub.view.current(), command.filter, org, stop);
+        Ok(Response::new(Box::pin(messages)))
     }
 }
 

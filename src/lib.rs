@@ -13,9 +13,15 @@
 //! 3. [`policy`] authorizes it and hands out a permit.
 //! 4. [`sequencer`], the one writer, gives the events their sequences and appends
 //!    them to the [`log`] (sled), many publishes to one flush.
-//! 5. The events are applied to the [`state`] view, and
+//! 5. The events are applied to the [`state`] view (stored by the [`log`], and
+//!    kept in memory by [`view`] as one immutable version per group, with the
+//!    [`digest`] of the active set), and
 //! 6. fanned out by the [`feed`] to every [`subscription`], as pre-encoded
 //!    [`frame`]s ([`wire`] encodes each event once).
+//!
+//! Readers: a [`subscription`] resumes after a durable consumer's [`cursor`]
+//! (acks are made durable in groups); Lookup reads the [`view`]; a
+//! [`snapshot`] streams one version of it, as of one sequence.
 //!
 //! [`api`] is the gRPC service that runs this pipeline; [`server`] wires it up and
 //! serves it. [`pki`] makes the development certificates.
@@ -35,7 +41,9 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod credentials;
+pub mod cursor;
 pub mod demo;
+pub mod digest;
 pub mod error;
 pub mod feed;
 pub mod frame;
@@ -50,11 +58,13 @@ pub mod proto;
 pub mod registry;
 pub mod sequencer;
 pub mod server;
+pub mod snapshot;
 pub mod state;
 pub mod streams;
 pub mod subscription;
 pub mod tls;
 pub mod validate;
+pub mod view;
 pub mod wire;
 
 pub use error::{Error, Result};

@@ -19,6 +19,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::indicator::{Category, EventType, IndicatorKey, Kind, Risk, Tlp};
 use crate::state::IndicatorState;
@@ -31,6 +32,8 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// Key-space prefixes of the `state` tree (indicator keys start with their kind, 1..=9).
 const IDEMPOTENCY_PREFIX: u8 = 0xF0;
 const APPLIED_KEY: &[u8] = &[0xFF, b'a', b'p', b'p', b'l', b'i', b'e', b'd'];
+/// The digest of the active set (see `digest`), moved with the states it covers.
+const DIGEST_KEY: &[u8] = &[0xFF, b'd', b'i', b'g', b'e', b's', b't'];
 
 /// What subscribers filter on, stored beside each event so that catch-up from the
 /// log filters without decoding events.
@@ -175,7 +178,9 @@ impl Log {
         }
     }
 
-    /// Stores derived state changes and the sequence they bring the view up to, atomically.
+    /// Stores derived state changes and the sequence they bring the view up to, atomically,
+    /// with the digest of the active set moved by the same changes. Only the writer calls
+    /// it (the digest is read, changed and written back).
     pub fn apply_state(
         &self,
         changes: &[StateChange<'_>],
@@ -183,10 +188,13 @@ impl Log {
         applied: u64,
     ) -> Result<()> {
         let mut batch = sled::Batch::default();
+        let mut digest = self.digest()?;
         for change in changes {
             let state = change.after;
             batch.insert(state.indicator.key.to_bytes(), wire::encode_state(state));
+            digest.apply(change);
         }
+        batch.insert(DIGEST_KEY, &digest.to_bytes());
         for entry in idempotency {
             let mut value = entry.hit.first_sequence.to_be_bytes().to_vec();
             value.extend_from_slice(&entry.hit.count.to_be_bytes());
@@ -194,6 +202,23 @@ impl Log {
         }
         batch.insert(APPLIED_KEY, &applied.to_be_bytes());
         self.state.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The stored digest of the active indicators (empty set when none is stored).
+    pub fn digest(&self) -> Result<Digest> {
+        match self.state.get(DIGEST_KEY)? {
+            Some(bytes) => Digest::from_stored(&bytes).ok_or_else(|| Error::Corrupt {
+                sequence: 0,
+                problem: format!("the stored digest has {} bytes, not 32", bytes.len()),
+            }),
+            None => Ok(Digest::EMPTY),
+        }
+    }
+
+    /// Replaces the stored digest (repair at start; the writer only).
+    pub fn set_digest(&self, digest: Digest) -> Result<()> {
+        self.state.insert(DIGEST_KEY, &digest.to_bytes())?;
         Ok(())
     }
 
@@ -230,6 +255,18 @@ impl Log {
             .get(cursor_key(org_id, consumer))?
             .map(|bytes| sequence_from_key(&bytes))
             .transpose()
+    }
+
+    /// How many durable consumers `org_id` has.
+    pub fn cursor_count(&self, org_id: &str) -> Result<usize> {
+        let mut prefix = org_id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut count = 0;
+        for item in self.cursors.scan_prefix(prefix) {
+            item?;
+            count += 1;
+        }
+        Ok(count)
     }
 
     /// Stores acknowledged sequences (durable at the next flush).

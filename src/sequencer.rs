@@ -3,8 +3,8 @@
 //! Owns: invariants 1 and 2. A single thread takes authorized submissions, gives
 //! their events the next sequences (1, 2, 3 ... no gaps), appends them to the log,
 //! and commits many submissions with one flush (group commit). Only after the
-//! flush does it apply the events to the state view, move the durable head, fan
-//! them out, and answer. At start it replays the log into the state view, so a
+//! flush does it apply the events to the state view (stored, and published in
+//! memory as a new `view` version), move the durable head, fan them out, and answer. At start it replays the log into the state view, so a
 //! crash between flush and apply loses nothing. Must never answer before the
 //! flush, and never run on an async worker (it blocks on disk).
 
@@ -27,6 +27,7 @@ use crate::log::{
 use crate::metrics::Metrics;
 use crate::policy::Permit;
 use crate::state::{self, IndicatorState};
+use crate::view::{View, ViewWriter};
 use crate::wire;
 
 /// Most submissions committed with one flush.
@@ -80,6 +81,7 @@ struct Job {
 #[derive(Clone)]
 pub struct Sequencer {
     jobs: mpsc::Sender<Job>,
+    view: View,
 }
 
 impl Sequencer {
@@ -100,10 +102,12 @@ impl Sequencer {
     ) -> Result<(Sequencer, Feed, std::thread::JoinHandle<()>)> {
         let head = log.head()?;
         replay(&log, head)?;
+        let (view_writer, view) = ViewWriter::load(&log)?;
         let feed = Feed::new(feed_capacity, head);
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
         let writer = Writer {
             log,
+            view: view_writer,
             feed: feed.clone(),
             metrics,
             head,
@@ -113,7 +117,12 @@ impl Sequencer {
             .name("dip-writer".into())
             .spawn(move || writer.run(queue))
             .map_err(|e| Error::io("starting the writer thread", e))?;
-        Ok((Sequencer { jobs }, feed, thread))
+        Ok((Sequencer { jobs, view }, feed, thread))
+    }
+
+    /// The state view the writer publishes a version of after each group.
+    pub fn view(&self) -> View {
+        self.view.clone()
     }
 
     /// Commits a submission; answers once its events are durable.
@@ -219,6 +228,7 @@ impl StateOverlay {
 
 struct Writer {
     log: Log,
+    view: ViewWriter,
     feed: Feed,
     metrics: Metrics,
     /// The newest sequence appended.
@@ -349,16 +359,15 @@ impl Writer {
                 return;
             }
             // Derived state: rebuilt by replay if this write is lost in a crash.
-            if let Err(error) = self
-                .log
-                .apply_state(&overlay.changed(), &idempotency, self.head)
-            {
+            let changes = overlay.changed();
+            if let Err(error) = self.log.apply_state(&changes, &idempotency, self.head) {
                 tracing::error!(%error, "updating the state view failed; it is replayed at restart");
             }
             for record in &records {
                 self.metrics
                     .published(record.meta.kind, record.meta.event_type);
             }
+            self.view.apply(&changes, self.head);
             self.feed.publish(records, self.head);
         }
 

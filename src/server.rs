@@ -28,6 +28,7 @@ use crate::api::{Hub, HubService};
 use crate::audit::Audit;
 use crate::config::Config;
 use crate::credentials::Credentials;
+use crate::cursor::Cursors;
 use crate::error::{Error, Result};
 use crate::log::Log;
 use crate::metrics::{self, Metrics};
@@ -89,7 +90,7 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     let feed_capacity = config.feed_capacity;
     let (tls_files, start_registry, start_metrics) =
         (config.tls.clone(), registry.clone(), metrics.clone());
-    let (credentials, tls_current, log, sequencer, feed, writer) =
+    let (credentials, tls_current, log, sequencer, feed, writer, cursors, cursor_thread) =
         tokio::task::spawn_blocking(move || {
             let (credentials, tls_current) = Credentials::load(tls_files)?;
             let log = Log::open(&data_dir)?;
@@ -102,7 +103,17 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
             }
             let (sequencer, feed, writer) =
                 Sequencer::start_with(log.clone(), feed_capacity, start_metrics)?;
-            Ok::<_, Error>((credentials, tls_current, log, sequencer, feed, writer))
+            let (cursors, cursor_thread) = Cursors::start(log.clone())?;
+            Ok::<_, Error>((
+                credentials,
+                tls_current,
+                log,
+                sequencer,
+                feed,
+                writer,
+                cursors,
+                cursor_thread,
+            ))
         })
         .await
         .map_err(|e| Error::Unavailable(format!("start-up was interrupted: {e}")))??;
@@ -112,7 +123,9 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     let hub = Hub {
         log: log.clone(),
         feed: feed.clone(),
+        view: sequencer.view(),
         sequencer,
+        cursors,
         registry,
         stop: stop.clone(),
         streams: Streams::new(stop.clone()),
@@ -212,6 +225,9 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     tokio::task::spawn_blocking(move || {
         if writer.join().is_err() {
             tracing::error!("the writer thread panicked");
+        }
+        if cursor_thread.join().is_err() {
+            tracing::error!("the cursor thread panicked");
         }
         log.flush()
     })

@@ -16,6 +16,7 @@ use crate::indicator::{
 use crate::log::MAX_IDEMPOTENCY_KEY_LEN;
 use crate::normalize;
 use crate::proto;
+use crate::snapshot::SnapshotFilter;
 use crate::subscription::Filter;
 use crate::wire;
 
@@ -368,6 +369,66 @@ enum_names! {
     Tlp => [Clear, Green, Amber, Red],
     EventType => [Published, Revoked, Expired, Sighting, ActionTaken],
     ActionType => [NumberDisconnected, AccountFrozen, AccountDeregistered, UpiIdDelinked, UrlBlocked, HandsetBlocked, OtherAction],
+}
+
+/// A validated Ack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AckCommand {
+    pub consumer: String,
+    pub sequence: u64,
+}
+
+impl TryFrom<proto::AckRequest> for AckCommand {
+    type Error = Error;
+
+    fn try_from(request: proto::AckRequest) -> Result<Self> {
+        let proto::AckRequest { consumer, sequence } = request;
+        let consumer = optional_consumer(&consumer)?.ok_or_else(|| {
+            Error::invalid(
+                "consumer",
+                "is empty",
+                format!(
+                    "the name the consumer subscribes with: 1 to {MAX_CONSUMER_LEN} characters \
+                     of A-Z, a-z, 0-9, '.', '_', '-'"
+                ),
+            )
+        })?;
+        Ok(AckCommand { consumer, sequence })
+    }
+}
+
+/// A validated Snapshot.
+#[derive(Clone, Debug)]
+pub struct SnapshotCommand {
+    pub filter: SnapshotFilter,
+}
+
+impl TryFrom<proto::SnapshotRequest> for SnapshotCommand {
+    type Error = Error;
+
+    fn try_from(request: proto::SnapshotRequest) -> Result<Self> {
+        let proto::SnapshotRequest { filter } = request;
+        let Filter {
+            kinds,
+            categories,
+            min_risk,
+            types,
+        } = filter_of(filter.unwrap_or_default())?;
+        if !types.is_empty() {
+            return Err(Error::invalid(
+                "filter.types",
+                "event types do not apply to a snapshot of active indicators",
+                "no types (filter by kinds, categories and min_risk)",
+            ));
+        }
+        Ok(SnapshotCommand {
+            filter: SnapshotFilter {
+                kinds,
+                categories,
+                min_risk,
+            },
+        })
+    }
 }
 
 #[cfg(test)]
