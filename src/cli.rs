@@ -50,6 +50,9 @@ pub enum Command {
     Subscribe(SubscribeArgs),
     /// The current state of one indicator, as JSON.
     Lookup(LookupArgs),
+    /// Every active indicator you may see (matching the filter), as of one sequence:
+    /// CSV or JSON on stdout; the sequence and the digest on stderr.
+    Snapshot(SnapshotArgs),
     /// Start a hub on a fresh embedded database and watch simulated stakeholders use it.
     Demo(DemoArgs),
     /// Operate a running hub (regulator only): organisations, CRL reload, audit trail.
@@ -304,7 +307,8 @@ pub struct SubscribeArgs {
     /// Only events from now on.
     #[arg(long, conflicts_with = "after")]
     pub from_now: bool,
-    /// Durable consumer name: resume after its last acknowledged sequence.
+    /// Durable consumer name: resume after its last acknowledged sequence, and
+    /// acknowledge each message once its events are written to stdout.
     #[arg(long, default_value = "")]
     pub consumer: String,
     /// Stop after this many events.
@@ -320,6 +324,33 @@ pub struct LookupArgs {
     pub kind: Kind,
     #[arg(long)]
     pub value: String,
+}
+
+/// How a snapshot is written out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SnapshotFormat {
+    /// A header, then one line per indicator:
+    /// kind,value,category,risk,tlp,source_org,first_seen,last_seen (times in Unix ms).
+    Csv,
+    /// One JSON object: as_of_sequence, digest, count, indicators.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: SnapshotFormat,
+    /// Only these kinds (repeatable).
+    #[arg(long = "kind", value_parser = parse_enum::<Kind>)]
+    pub kinds: Vec<Kind>,
+    /// Only these categories (repeatable).
+    #[arg(long = "category", value_parser = parse_enum::<Category>)]
+    pub categories: Vec<Category>,
+    /// Only this risk and above.
+    #[arg(long, value_parser = parse_enum::<Risk>)]
+    pub min_risk: Option<Risk>,
 }
 
 #[derive(Debug, Args)]
@@ -379,6 +410,7 @@ pub async fn execute(command: Command) -> Result<()> {
         Command::Action(args) => action(args).await,
         Command::Subscribe(args) => subscribe(args).await,
         Command::Lookup(args) => lookup(args).await,
+        Command::Snapshot(args) => snapshot(args).await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Admin(args) => admin(args).await,
     }
@@ -557,7 +589,7 @@ async fn subscribe(args: SubscribeArgs) -> Result<()> {
         }),
         after_sequence: args.after,
         from_now: args.from_now,
-        consumer: args.consumer,
+        consumer: args.consumer.clone(),
         heartbeat_seconds: 0,
     };
     let mut stream = client
@@ -567,17 +599,86 @@ async fn subscribe(args: SubscribeArgs) -> Result<()> {
         .into_inner();
     let mut seen = 0;
     while let Some(message) = stream.message().await.map_err(status_error)? {
-        if let Some(heartbeat) = message.heartbeat {
-            tracing::debug!(head = heartbeat.head_sequence, "heartbeat");
+        let mut done = None;
+        if let Some(heartbeat) = &message.heartbeat {
+            tracing::debug!(
+                head = heartbeat.head_sequence,
+                delivered_through = heartbeat.delivered_through,
+                "heartbeat"
+            );
+            done = Some(heartbeat.delivered_through);
         }
         for event in &message.events {
             print_json(&client::event_json(event));
+            done = Some(event.sequence);
             seen += 1;
             if args.limit.is_some_and(|limit| seen >= limit) {
-                return Ok(());
+                break;
             }
         }
+        if let (false, Some(sequence)) = (args.consumer.is_empty(), done) {
+            use std::io::Write;
+            std::io::stdout()
+                .flush()
+                .map_err(|e| Error::io("writing events to stdout", e))?;
+            let acked = client
+                .ack(proto::AckRequest {
+                    consumer: args.consumer.clone(),
+                    sequence,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            tracing::debug!(acknowledged = acked.acknowledged_sequence, "acknowledged");
+        }
+        if args.limit.is_some_and(|limit| seen >= limit) {
+            return Ok(());
+        }
     }
+    Ok(())
+}
+
+async fn snapshot(args: SnapshotArgs) -> Result<()> {
+    let mut client = args.client.connect().await?;
+    let filter = proto::Filter {
+        kinds: args.kinds.iter().map(|k| *k as i32).collect(),
+        categories: args.categories.iter().map(|c| *c as i32).collect(),
+        min_risk: args.min_risk.map_or(0, |r| r as i32),
+        types: Vec::new(),
+    };
+    let snapshot = client::snapshot(&mut client, filter).await?;
+    let mut out = String::new();
+    match args.format {
+        SnapshotFormat::Csv => {
+            out.push_str("kind,value,category,risk,tlp,source_org,first_seen,last_seen\n");
+            for state in &snapshot.indicators {
+                out.push_str(&client::csv_line(state));
+                out.push('\n');
+            }
+        }
+        SnapshotFormat::Json => {
+            let json = serde_json::json!({
+                "as_of_sequence": snapshot.as_of_sequence,
+                "digest": snapshot.digest,
+                "count": snapshot.indicators.len(),
+                "indicators": snapshot.indicators.iter().map(client::state_json).collect::<Vec<_>>(),
+            });
+            out.push_str(&json.to_string());
+            out.push('\n');
+        }
+    }
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(out.as_bytes())
+        .and_then(|()| std::io::stdout().flush())
+        .map_err(|e| Error::io("writing the snapshot to stdout", e))?;
+    eprintln!(
+        "as_of_sequence={} digest={} count={} (subscribe with --after {} to stay exact)",
+        snapshot.as_of_sequence,
+        snapshot.digest,
+        snapshot.indicators.len(),
+        snapshot.as_of_sequence
+    );
     Ok(())
 }
 

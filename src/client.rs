@@ -136,3 +136,116 @@ pub fn state_json(state: &proto::IndicatorState) -> serde_json::Value {
         "revoke_reason": state.revoke_reason,
     })
 }
+
+/// A whole snapshot, received and checked against its digest.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Subscribe with `after_sequence` = this to stay exact.
+    pub as_of_sequence: u64,
+    pub indicators: Vec<proto::IndicatorState>,
+    /// The hub's digest, equal to the one computed over `indicators`.
+    pub digest: String,
+}
+
+/// The digest (see [`crate::digest`]) of a set of indicators a client holds.
+pub fn digest_of<'a>(indicators: impl IntoIterator<Item = &'a proto::Indicator>) -> String {
+    let mut digest = crate::digest::Digest::EMPTY;
+    for indicator in indicators {
+        let kind = Kind::try_from(indicator.kind).unwrap_or(Kind::Unspecified);
+        digest.add(&crate::indicator::IndicatorKey {
+            kind,
+            value: indicator.value.clone(),
+        });
+    }
+    digest.to_hex()
+}
+
+/// Receives a whole Snapshot and checks it: one `as_of_sequence`, a last message,
+/// the count and the digest of what arrived.
+pub async fn snapshot(
+    client: &mut IndicatorHubClient<Channel>,
+    filter: proto::Filter,
+) -> Result<Snapshot> {
+    let broken = |problem: String| Error::Remote(tonic::Status::data_loss(problem));
+    let mut stream = client
+        .snapshot(proto::SnapshotRequest {
+            filter: Some(filter),
+        })
+        .await
+        .map_err(Error::Remote)?
+        .into_inner();
+    let mut snapshot = Snapshot::default();
+    let mut first = true;
+    while let Some(message) = stream.message().await.map_err(Error::Remote)? {
+        if first {
+            snapshot.as_of_sequence = message.as_of_sequence;
+            first = false;
+        } else if message.as_of_sequence != snapshot.as_of_sequence {
+            return Err(broken(format!(
+                "the snapshot mixes sequences {} and {}",
+                snapshot.as_of_sequence, message.as_of_sequence
+            )));
+        }
+        snapshot.indicators.extend(message.indicators);
+        if message.last {
+            let computed = digest_of(snapshot.indicators.iter().filter_map(|s| s.indicator.as_ref()));
+            if message.count != snapshot.indicators.len() as u64 || computed != message.digest {
+                return Err(broken(format!(
+                    "the snapshot announced {} indicators with digest {} but {} arrived with digest {computed}",
+                    message.count,
+                    message.digest,
+                    snapshot.indicators.len()
+                )));
+            }
+            snapshot.digest = message.digest;
+            return Ok(snapshot);
+        }
+    }
+    Err(broken("the snapshot ended without its last message".into()))
+}
+
+/// One indicator as a CSV line: kind,value,category,risk,tlp,source_org,first_seen,last_seen
+/// (times in Unix milliseconds; fields quoted when they hold a comma, a quote or a line break).
+pub fn csv_line(state: &proto::IndicatorState) -> String {
+    let indicator = state.indicator.clone().unwrap_or_default();
+    let millis = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref()
+            .map_or_else(String::new, |t| crate::wire::millis(t).to_string())
+    };
+    [
+        name::<Kind>(indicator.kind, Kind::as_str_name),
+        indicator.value,
+        name::<Category>(indicator.category, Category::as_str_name),
+        name::<Risk>(indicator.risk, Risk::as_str_name),
+        name::<Tlp>(indicator.tlp, Tlp::as_str_name),
+        state.source_org.clone(),
+        millis(&state.first_seen),
+        millis(&state.last_seen),
+    ]
+    .iter()
+    .map(|field| csv_field(field))
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
+fn csv_field(field: &str) -> String {
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_with_commas_or_quotes_are_quoted() {
+        assert_eq!(csv_field("+919876543210"), "+919876543210");
+        assert_eq!(
+            csv_field("https://x.example/a,b\"c"),
+            "\"https://x.example/a,b\"\"c\""
+        );
+    }
+}

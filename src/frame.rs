@@ -148,6 +148,7 @@ mod tests {
         let frame = Frame::heartbeat(proto::Heartbeat {
             head_sequence: 42,
             time: None,
+            delivered_through: 40,
         });
         let decoded =
             proto::SubscribeResponse::decode(frame.encode_to_vec().as_slice()).expect("decodes");

@@ -486,6 +486,86 @@ mod tests {
         assert_eq!(log.read(2, 3, 1, 1 << 20).expect("read"), written[1..2]);
     }
 
+    /// The digest kept incrementally from state changes equals the one computed
+    /// from the stored states, through publishes, revocations and new lives.
+    #[test]
+    fn the_stored_digest_follows_the_active_set() {
+        use crate::indicator::{Event, Indicator, Source};
+        use std::collections::HashMap;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Log::open(dir.path()).expect("open");
+        let mut states: HashMap<IndicatorKey, IndicatorState> = HashMap::new();
+        let mut sequence = 0;
+        // A fixed pseudo-random walk over 40 indicators, 30 groups of 20 events.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _group in 0..30 {
+            let mut group: HashMap<IndicatorKey, (Option<IndicatorState>, IndicatorState)> =
+                HashMap::new();
+            for _ in 0..20 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                sequence += 1;
+                let key = IndicatorKey {
+                    kind: Kind::PhoneNumber,
+                    value: format!("+91980000{:04}", x % 40),
+                };
+                let current = group
+                    .get(&key)
+                    .map(|(_, after)| after.clone())
+                    .or_else(|| states.get(&key).cloned());
+                let event_type = match (x >> 8) % 3 {
+                    0 => EventType::Revoked,
+                    _ => EventType::Published,
+                };
+                let event = Event {
+                    sequence,
+                    event_id: uuid::Uuid::now_v7(),
+                    event_type,
+                    indicator: Indicator {
+                        key: key.clone(),
+                        category: Category::FraudCall,
+                        risk: Risk::High,
+                        description: String::new(),
+                        valid_until: None,
+                        tlp: Tlp::Green,
+                    },
+                    source: Source {
+                        org_id: "police".into(),
+                        cert_serial: "01".into(),
+                    },
+                    time: 0,
+                    reason: String::new(),
+                    action: None,
+                };
+                if let Some(after) = crate::state::apply(current, &event) {
+                    let before = states.get(&key).cloned();
+                    group.insert(key, (before, after));
+                }
+            }
+            let changes: Vec<StateChange<'_>> = group
+                .values()
+                .map(|(before, after)| StateChange {
+                    before: before.as_ref(),
+                    after,
+                })
+                .collect();
+            log.apply_state(&changes, &[], sequence).expect("apply");
+            for (key, (_, after)) in group {
+                states.insert(key, after);
+            }
+            let mut computed = Digest::EMPTY;
+            for state in log.indicators() {
+                let state = state.expect("state");
+                if state.is_active() {
+                    computed.add(&state.indicator.key);
+                }
+            }
+            assert_eq!(log.digest().expect("digest"), computed);
+        }
+        assert_ne!(log.digest().expect("digest"), Digest::EMPTY);
+    }
+
     #[test]
     fn a_truncated_record_is_reported_corrupt_not_a_panic() {
         let bytes = encode_record(&record(1, None));

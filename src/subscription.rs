@@ -180,7 +180,7 @@ impl Task {
                 () = self.frames.closed() => return Next::End,
                 received = self.live.recv() => received,
                 () = tokio::time::sleep_until(idle_until) => {
-                    if !self.send(self.heartbeat()).await {
+                    if !self.send(self.heartbeat(*next - 1)).await {
                         return Next::End;
                     }
                     idle_until = Instant::now() + self.subscription.heartbeat;
@@ -232,10 +232,13 @@ impl Task {
         }
     }
 
-    fn heartbeat(&self) -> Frame {
+    /// A heartbeat: the durable head, and the sequence up to which every matching
+    /// event has been sent (so a filtered subscriber can tell it is caught up).
+    fn heartbeat(&self, delivered_through: u64) -> Frame {
         Frame::heartbeat(proto::Heartbeat {
             head_sequence: self.feed.committed(),
             time: Some(wire::timestamp(now_millis())),
+            delivered_through,
         })
     }
 
