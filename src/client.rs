@@ -188,7 +188,12 @@ pub async fn snapshot(
         }
         snapshot.indicators.extend(message.indicators);
         if message.last {
-            let computed = digest_of(snapshot.indicators.iter().filter_map(|s| s.indicator.as_ref()));
+            let computed = digest_of(
+                snapshot
+                    .indicators
+                    .iter()
+                    .filter_map(|s| s.indicator.as_ref()),
+            );
             if message.count != snapshot.indicators.len() as u64 || computed != message.digest {
                 return Err(broken(format!(
                     "the snapshot announced {} indicators with digest {} but {} arrived with digest {computed}",

@@ -69,10 +69,10 @@ impl Cursors {
     /// is `sequence` or a higher one acknowledged before.
     pub async fn ack(&self, org_id: &str, consumer: &str, sequence: u64) -> Result<u64> {
         let key = (org_id.to_string(), consumer.to_string());
-        if let Some(stored) = self.cached(&key) {
-            if sequence <= stored {
-                return Ok(stored);
-            }
+        if let Some(stored) = self.cached(&key)
+            && sequence <= stored
+        {
+            return Ok(stored);
         }
         let (reply, answer) = oneshot::channel();
         self.jobs
@@ -159,11 +159,11 @@ impl Committer {
                     continue;
                 }
             };
-            if stored.is_none() {
-                if let Err(error) = self.admit_new(&job.key, &mut new_per_org) {
-                    let _ = job.reply.send(Err(error));
-                    continue;
-                }
+            if stored.is_none()
+                && let Err(error) = self.admit_new(&job.key, &mut new_per_org)
+            {
+                let _ = job.reply.send(Err(error));
+                continue;
             }
             let target = stored.unwrap_or(0).max(job.sequence);
             targets.insert(job.key.clone(), (stored, target));
@@ -206,7 +206,11 @@ impl Committer {
     }
 
     /// Admits a consumer new to the hub, within its organisation's limit.
-    fn admit_new(&mut self, key: &CursorKey, new_per_org: &mut HashMap<String, usize>) -> Result<()> {
+    fn admit_new(
+        &mut self,
+        key: &CursorKey,
+        new_per_org: &mut HashMap<String, usize>,
+    ) -> Result<()> {
         let org = &key.0;
         let existing = match self.counts.get(org) {
             Some(count) => *count,
@@ -242,7 +246,10 @@ mod tests {
             assert_eq!(cursors.ack("bank", "desk", 7).await.expect("ack"), 7);
             assert_eq!(cursors.ack("bank", "desk", 3).await.expect("ack"), 7);
             assert_eq!(cursors.ack("bank", "desk", 9).await.expect("ack"), 9);
-            assert_eq!(cursors.position("police", "desk").await.expect("read"), None);
+            assert_eq!(
+                cursors.position("police", "desk").await.expect("read"),
+                None
+            );
             drop(cursors);
             tokio::task::spawn_blocking(move || thread.join().expect("thread"))
                 .await
@@ -259,13 +266,19 @@ mod tests {
         let (cursors, _thread) = Cursors::start(log.clone()).expect("start");
         let acks = (1..=50u64).map(|n| {
             let cursors = cursors.clone();
-            (n, tokio::spawn(async move { cursors.ack("bank", "desk", n).await }))
+            (
+                n,
+                tokio::spawn(async move { cursors.ack("bank", "desk", n).await }),
+            )
         });
         for (n, ack) in acks.collect::<Vec<_>>() {
             let answer = ack.await.expect("task").expect("ack");
             assert!(answer >= n, "an ack of {n} was answered {answer}");
         }
-        assert_eq!(cursors.position("bank", "desk").await.expect("read"), Some(50));
+        assert_eq!(
+            cursors.position("bank", "desk").await.expect("read"),
+            Some(50)
+        );
         assert_eq!(log.cursor("bank", "desk").expect("read"), Some(50));
     }
 }

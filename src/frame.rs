@@ -78,6 +78,11 @@ impl Frame {
         self.entries.len()
     }
 
+    /// The entries, shared with the feed and every other frame holding them.
+    pub fn parts(&self) -> &[Bytes] {
+        &self.entries
+    }
+
     /// Encoded size in bytes.
     pub fn byte_len(&self) -> usize {
         self.len

@@ -114,9 +114,7 @@ impl ViewWriter {
                 current: version,
                 versions,
             },
-            View {
-                versions: receiver,
-            },
+            View { versions: receiver },
         )
     }
 

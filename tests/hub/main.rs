@@ -8,3 +8,4 @@ mod harness;
 mod operations;
 mod security;
 mod spine;
+mod subscriptions;
