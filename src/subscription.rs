@@ -306,8 +306,21 @@ mod tests {
             after: 0,
             heartbeat: Duration::from_millis(10),
         };
-        let mut a = spawn(subscription("a"), log.clone(), feed.clone(), stop.clone());
-        let mut b = spawn(subscription("b"), log.clone(), feed.clone(), stop.clone());
+        let metrics = crate::metrics::Metrics::new();
+        let mut a = spawn(
+            subscription("a"),
+            log.clone(),
+            feed.clone(),
+            stop.clone(),
+            metrics.clone(),
+        );
+        let mut b = spawn(
+            subscription("b"),
+            log.clone(),
+            feed.clone(),
+            stop.clone(),
+            metrics,
+        );
         // A heartbeat means the subscriber is past catch-up, on the live feed.
         for stream in [&mut a, &mut b] {
             let frame = stream.next().await.expect("open").expect("frame");
