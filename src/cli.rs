@@ -57,6 +57,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Operate a running hub (regulator only): organisations, CRL reload, audit trail.
     Admin(AdminArgs),
+    /// Load-test a hub of its own (child process, temporary PKI and database, loopback).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -413,6 +415,7 @@ pub async fn execute(command: Command) -> Result<()> {
         Command::Snapshot(args) => snapshot(args).await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Admin(args) => admin(args).await,
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 
@@ -427,6 +430,9 @@ pub fn certs_init(dir: &std::path::Path, registry: &std::path::Path) -> Result<(
     Ok(())
 }
 
+/// What `serve` prints on stdout once it listens, followed by the bound address.
+pub const LISTENING_PREFIX: &str = "listening on ";
+
 async fn serve(args: ServeArgs) -> Result<()> {
     let ServeSettings {
         listen,
@@ -436,6 +442,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let grpc = TcpListener::bind(listen)
         .await
         .map_err(|e| Error::io(format!("listening on {listen}"), e))?;
+    // The bound address (useful with port 0), for whoever started the hub.
+    let bound = grpc
+        .local_addr()
+        .map_err(|e| Error::io("listener address", e))?;
+    println!("{LISTENING_PREFIX}{bound}");
     let metrics = match metrics_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)

@@ -20,7 +20,7 @@ use crate::server::MAX_REQUEST_BYTES;
 use crate::tls;
 
 /// Largest response a client decodes (frames are far smaller).
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The files a client presents: its certificate and key, and the hub CA it trusts.
 #[derive(Clone, Debug)]

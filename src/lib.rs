@@ -33,10 +33,14 @@
 //! organisation or a revoked certificate at once; [`audit`] records who looked
 //! what up; [`metrics`] serves Prometheus metrics on their own listener; [`config`]
 //! merges the config file, environment and flags into one validated `Config`.
+//!
+//! [`bench`] is a load generator: it runs a hub as a child process and measures
+//! it over real mutual TLS, through the same public paths as any client.
 
 pub mod admin;
 pub mod api;
 pub mod audit;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -2,6 +2,7 @@
 //! database in a temporary directory, and the real generated client.
 
 mod bad_input;
+mod bench;
 mod crash;
 mod fuzz;
 mod harness;

@@ -1,0 +1,151 @@
+//! Scenario "lookup": the current state of random known indicators.
+//!
+//! Owns: loading the indicators (batches of 1000), then concurrent clients, each
+//! on its own connection, each awaiting its answer, looking up indicators at
+//! random for a fixed time. Must never count an answer that did not find the
+//! indicator as a success.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::proto;
+use crate::validate::MAX_BATCH;
+
+use super::hub::{BenchDir, ChildHub, publisher_org, subscriber_org};
+use super::report::{self, Latency, Outcome};
+use super::{Workload, phone};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    pub indicators: u64,
+    pub clients: usize,
+    pub duration: Duration,
+}
+
+struct Tally {
+    lookups: u64,
+    latency: Histogram<u64>,
+    error: Option<Error>,
+}
+
+pub async fn run(
+    hub: &ChildHub,
+    bench: &BenchDir,
+    workload: &Workload,
+    plan: Plan,
+) -> Result<Outcome> {
+    tracing::info!(?plan, "loading indicators");
+    let mut publisher = hub.client(bench, &publisher_org(1)).await?;
+    let mut loaded = 0;
+    while loaded < plan.indicators {
+        let last = (loaded + MAX_BATCH as u64).min(plan.indicators);
+        let request = proto::PublishRequest {
+            indicators: (loaded..last).map(|n| workload.plain(n)).collect(),
+            idempotency_key: String::new(),
+        };
+        publisher.publish(request).await.map_err(Error::Remote)?;
+        loaded = last;
+    }
+
+    let mut clients = Vec::with_capacity(plan.clients);
+    for n in 1..=plan.clients {
+        clients.push(hub.client(bench, &subscriber_org(n)).await?);
+    }
+    tracing::info!(clients = plan.clients, "looking up");
+    let start = Instant::now();
+    let deadline = start + plan.duration;
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut client)| {
+            tokio::spawn(async move {
+                let mut tally = Tally {
+                    lookups: 0,
+                    latency: report::histogram(),
+                    error: None,
+                };
+                let mut random = XorShift::new(index as u64 + 1);
+                while Instant::now() < deadline {
+                    let n = random.next() % plan.indicators;
+                    let sent = Instant::now();
+                    let answer = client
+                        .lookup(proto::LookupRequest {
+                            kind: proto::IndicatorKind::PhoneNumber as i32,
+                            value: phone(n),
+                        })
+                        .await;
+                    match answer {
+                        Ok(response) if response.get_ref().found => {
+                            report::record(&mut tally.latency, sent.elapsed().as_micros() as u64);
+                            tally.lookups += 1;
+                        }
+                        Ok(_) => {
+                            tally.error = Some(Error::NotFound(format!(
+                                "{} was published but the lookup did not find it",
+                                phone(n)
+                            )));
+                            break;
+                        }
+                        Err(status) => {
+                            tally.error = Some(Error::Remote(status));
+                            break;
+                        }
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut latency = report::histogram();
+    let (mut lookups, mut errors) = (0, 0);
+    for task in tasks {
+        let tally = task
+            .await
+            .map_err(|e| Error::Unavailable(format!("a lookup task failed: {e}")))?;
+        lookups += tally.lookups;
+        latency
+            .add(&tally.latency)
+            .map_err(|e| Error::Config(format!("merging histograms: {e}")))?;
+        if let Some(error) = tally.error {
+            tracing::warn!(%error, "a lookup client stopped on an error");
+            errors += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mut outcome = Outcome::new(
+        "lookup",
+        format!(
+            "{} clients, {} indicators, {} s",
+            plan.clients,
+            report::thousands(plan.indicators as f64),
+            plan.duration.as_secs()
+        ),
+        lookups as f64 / secs,
+        "lookups/s",
+    );
+    outcome.latency_kind = Some("lookup");
+    outcome.latency = Latency::of(&latency);
+    outcome.errors = errors;
+    Ok(outcome)
+}
+
+/// A small deterministic pseudo-random sequence (xorshift64*), enough to spread lookups.
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> Self {
+        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}

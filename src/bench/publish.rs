@@ -1,0 +1,143 @@
+//! Scenario "publish": durable publish throughput and ack latency.
+//!
+//! Owns: N concurrent publishers, each on its own connection and certificate,
+//! each sending one Publish of `batch` new indicators at a time and awaiting its
+//! ack (which the hub gives only once the events are flushed to disk) for a fixed
+//! time. Measures acked events per second and the ack latency. Must never count
+//! an event that was not acknowledged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use crate::error::{Error, Result};
+use crate::proto;
+use crate::proto::indicator_hub_client::IndicatorHubClient;
+
+use super::Workload;
+use super::hub::{BenchDir, ChildHub, publisher_org};
+use super::report::{self, Latency, Outcome};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    pub publishers: usize,
+    pub batch: usize,
+    pub duration: Duration,
+    pub indicator_bytes: usize,
+}
+
+/// What one publisher did.
+struct Tally {
+    events: u64,
+    requests: u64,
+    latency: Histogram<u64>,
+    error: Option<Error>,
+}
+
+pub async fn run(
+    hub: &ChildHub,
+    bench: &BenchDir,
+    workload: &Workload,
+    plan: Plan,
+) -> Result<Outcome> {
+    let mut clients = Vec::with_capacity(plan.publishers);
+    for n in 1..=plan.publishers {
+        clients.push(hub.client(bench, &publisher_org(n)).await?);
+    }
+    tracing::info!(?plan, "publishing");
+    let numbers = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + plan.duration;
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            tokio::spawn(publisher(
+                client,
+                workload.clone(),
+                plan.batch,
+                Arc::clone(&numbers),
+                deadline,
+            ))
+        })
+        .collect();
+    let mut latency = report::histogram();
+    let (mut events, mut requests, mut errors) = (0, 0, 0);
+    for task in tasks {
+        let tally = task
+            .await
+            .map_err(|e| Error::Unavailable(format!("a publisher task failed: {e}")))?;
+        events += tally.events;
+        requests += tally.requests;
+        latency
+            .add(&tally.latency)
+            .map_err(|e| Error::Config(format!("merging histograms: {e}")))?;
+        if let Some(error) = tally.error {
+            tracing::warn!(%error, "a publisher stopped on an error");
+            errors += 1;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut outcome = Outcome::new(
+        "publish",
+        format!(
+            "{} publishers x batch {}, {} B, {} s",
+            plan.publishers,
+            plan.batch,
+            plan.indicator_bytes,
+            plan.duration.as_secs()
+        ),
+        events as f64 / elapsed,
+        "acked events/s",
+    );
+    outcome.latency_kind = Some("ack");
+    outcome.latency = Latency::of(&latency);
+    outcome.errors = errors;
+    outcome.notes.push(format!(
+        "{} acked events in {elapsed:.1} s, {} requests/s",
+        report::thousands(events as f64),
+        report::thousands(requests as f64 / elapsed)
+    ));
+    Ok(outcome)
+}
+
+/// Publishes batches of new indicators one at a time until `deadline`.
+async fn publisher(
+    mut client: IndicatorHubClient<Channel>,
+    workload: Workload,
+    batch: usize,
+    numbers: Arc<AtomicU64>,
+    deadline: Instant,
+) -> Tally {
+    let mut tally = Tally {
+        events: 0,
+        requests: 0,
+        latency: report::histogram(),
+        error: None,
+    };
+    while Instant::now() < deadline {
+        let first = numbers.fetch_add(batch as u64, Ordering::Relaxed);
+        let request = proto::PublishRequest {
+            indicators: (first..first + batch as u64)
+                .map(|n| workload.plain(n))
+                .collect(),
+            idempotency_key: String::new(),
+        };
+        let sent = Instant::now();
+        match client.publish(request).await {
+            Ok(response) => {
+                report::record(&mut tally.latency, sent.elapsed().as_micros() as u64);
+                tally.events += response.into_inner().events.len() as u64;
+                tally.requests += 1;
+            }
+            Err(status) => {
+                tally.error = Some(Error::Remote(status));
+                break;
+            }
+        }
+    }
+    tally
+}

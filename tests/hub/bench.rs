@@ -1,0 +1,103 @@
+//! `dip-hub bench` end to end: the real binary starts its own hub child process
+//! and runs every scenario briefly; the figures must show work done and no loss.
+
+use std::time::Duration;
+
+use tokio::process::Command;
+
+/// Every scenario, as small as the flags allow to stay well under ten seconds.
+#[tokio::test]
+async fn a_short_bench_reports_work_and_no_loss() {
+    let run = Command::new(env!("CARGO_BIN_EXE_dip-hub"))
+        .args([
+            "bench",
+            "--json",
+            "--publishers",
+            "2",
+            "--batch",
+            "1,10",
+            "--publish-secs",
+            "1",
+            "--fanout",
+            "3x200",
+            "--fanout-secs",
+            "1",
+            "--drain-secs",
+            "20",
+            "--catchup-events",
+            "3000",
+            "--catchup-publishers",
+            "2",
+            "--lookup-indicators",
+            "300",
+            "--lookup-clients",
+            "2",
+            "--lookup-secs",
+            "1",
+        ])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the bench finishes within 60 s")
+        .expect("the bench runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("stdout is the JSON report");
+    let outcomes = report["outcomes"].as_array().expect("outcomes");
+    let scenarios: Vec<&str> = outcomes
+        .iter()
+        .map(|o| o["scenario"].as_str().expect("scenario"))
+        .collect();
+    assert_eq!(
+        scenarios,
+        ["publish", "publish", "fanout", "catchup", "lookup"]
+    );
+    for outcome in outcomes {
+        let name = &outcome["setup"];
+        assert!(
+            outcome["throughput"].as_f64().expect("throughput") > 0.0,
+            "{name}: no work done"
+        );
+        assert_eq!(outcome["errors"], 0, "{name}: errors; stderr: {stderr}");
+        assert!(
+            outcome["server_peak_rss_bytes"].as_u64().expect("rss") > 1024 * 1024,
+            "{name}: the hub's peak memory is read from its own process"
+        );
+    }
+    let fanout = &outcomes[2];
+    assert_eq!(fanout["missed"], 0, "fan-out lost events: {fanout}");
+    assert_eq!(
+        fanout["duplicated"], 0,
+        "fan-out duplicated events: {fanout}"
+    );
+    assert_eq!(
+        fanout["latency"]["count"], 600,
+        "3 subscribers x 200 events, each with its latency: {fanout}"
+    );
+    let catchup = &outcomes[3];
+    assert_eq!(catchup["missed"], 0, "catch-up lost events: {catchup}");
+    assert_eq!(catchup["duplicated"], 0, "catch-up duplicated: {catchup}");
+    assert!(outcomes[4]["latency"]["p99_us"].as_u64().expect("p99") > 0);
+}
+
+/// Bad numbers are refused before anything starts, naming the flag.
+#[tokio::test]
+async fn bad_flags_are_refused_with_the_flag_named() {
+    let output = Command::new(env!("CARGO_BIN_EXE_dip-hub"))
+        .args(["bench", "--batch", "0"])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), output)
+        .await
+        .expect("refused at once")
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--batch: 0 is out of range; expected 1 to 1000"),
+        "{stderr}"
+    );
+}
