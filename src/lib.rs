@@ -24,7 +24,9 @@
 //! [`snapshot`] streams one version of it, as of one sequence.
 //!
 //! [`api`] is the gRPC service that runs this pipeline; [`server`] wires it up and
-//! serves it. [`pki`] makes the development certificates.
+//! serves it. [`expiry`] is the hub's own publisher: it submits EXPIRED events
+//! through the same sequencer when an indicator's valid_until passes. [`pki`]
+//! makes the development certificates.
 //!
 //! Operating the hub: [`admin`] is the regulator's gRPC service (onboard and
 //! suspend organisations, reload revocation lists, read the audit trail);
@@ -49,6 +51,7 @@ pub mod cursor;
 pub mod demo;
 pub mod digest;
 pub mod error;
+pub mod expiry;
 pub mod feed;
 pub mod frame;
 pub mod identity;

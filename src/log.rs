@@ -4,8 +4,9 @@
 //! - `events`: sequence (u64 big-endian) → record (filter metadata + the event's
 //!   pre-encoded wire entry). The truth: everything else can be rebuilt from it.
 //! - `state`: derived from `events`; indicator key → indicator state, plus the
-//!   idempotency index and the sequence the state has applied up to, in key spaces
-//!   of their own, so one atomic batch moves them together.
+//!   idempotency index, the expiry index (when each active indicator's
+//!   valid_until passes) and the sequence the state has applied up to, in key
+//!   spaces of their own, so one atomic batch moves them together.
 //! - `cursors`: durable consumers' acknowledged sequences.
 //! - `orgs`: organisation registry changes made at run time by the regulator
 //!   (org id → the change, encoded by `admin`); they override the registry file.
@@ -21,7 +22,7 @@ use bytes::Bytes;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::indicator::{Category, EventType, IndicatorKey, Kind, Risk, Tlp};
+use crate::indicator::{Category, EventType, IndicatorKey, Kind, Millis, Risk, Tlp};
 use crate::state::IndicatorState;
 use crate::wire;
 
@@ -31,6 +32,9 @@ const RECORD_VERSION: u8 = 1;
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// Key-space prefixes of the `state` tree (indicator keys start with their kind, 1..=9).
 const IDEMPOTENCY_PREFIX: u8 = 0xF0;
+/// Expiry index: `[0xF1][valid_until millis u64 BE][indicator key]` → empty, so a
+/// range scan yields indicators in the order they expire.
+const EXPIRY_PREFIX: u8 = 0xF1;
 const APPLIED_KEY: &[u8] = &[0xFF, b'a', b'p', b'p', b'l', b'i', b'e', b'd'];
 /// The digest of the active set (see `digest`), moved with the states it covers.
 const DIGEST_KEY: &[u8] = &[0xFF, b'd', b'i', b'g', b'e', b's', b't'];
@@ -191,8 +195,15 @@ impl Log {
         let mut digest = self.digest()?;
         for change in changes {
             let state = change.after;
+            // Removed first: when the entry is unchanged the insert below wins.
+            if let Some(old) = change.before.and_then(expiry_entry) {
+                batch.remove(old);
+            }
             batch.insert(state.indicator.key.to_bytes(), wire::encode_state(state));
             digest.apply(change);
+            if let Some(new) = expiry_entry(state) {
+                batch.insert(new, sled::IVec::default());
+            }
         }
         batch.insert(DIGEST_KEY, &digest.to_bytes());
         for entry in idempotency {
@@ -220,6 +231,25 @@ impl Log {
     pub fn set_digest(&self, digest: Digest) -> Result<()> {
         self.state.insert(DIGEST_KEY, &digest.to_bytes())?;
         Ok(())
+    }
+
+    /// Active indicators whose valid_until is at or before `now`, soonest first, at
+    /// most `max`; and when the next one after those falls due (`None`: none).
+    pub fn expiring(
+        &self,
+        now: Millis,
+        max: usize,
+    ) -> Result<(Vec<(Millis, IndicatorKey)>, Option<Millis>)> {
+        let mut due = Vec::new();
+        for item in self.state.range(vec![EXPIRY_PREFIX]..vec![EXPIRY_PREFIX + 1]) {
+            let (key, _) = item?;
+            let (at, indicator) = decode_expiry_entry(&key)?;
+            if at > now || due.len() >= max {
+                return Ok((due, Some(at)));
+            }
+            due.push((at, indicator));
+        }
+        Ok((due, None))
     }
 
     /// Where an earlier submission of `org_id` with idempotency `key` landed.
@@ -345,6 +375,35 @@ fn audit_key(millis: u64, counter: u64) -> [u8; 16] {
     key[..8].copy_from_slice(&millis.to_be_bytes());
     key[8..].copy_from_slice(&counter.to_be_bytes());
     key
+}
+
+/// The expiry index entry of an active indicator with a valid_until.
+fn expiry_entry(state: &IndicatorState) -> Option<Vec<u8>> {
+    let at = state.indicator.valid_until.filter(|_| state.is_active())?;
+    let key = state.indicator.key.to_bytes();
+    let mut bytes = Vec::with_capacity(9 + key.len());
+    bytes.push(EXPIRY_PREFIX);
+    // Validation admits only future times, so this is never negative; clamp anyway.
+    bytes.extend_from_slice(&(at.max(0) as u64).to_be_bytes());
+    bytes.extend_from_slice(&key);
+    Some(bytes)
+}
+
+fn decode_expiry_entry(bytes: &[u8]) -> Result<(Millis, IndicatorKey)> {
+    let corrupt = || Error::Corrupt {
+        sequence: 0,
+        problem: format!("an expiry index entry of {} bytes is malformed", bytes.len()),
+    };
+    let at: [u8; 8] = bytes.get(1..9).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
+    let kind = *bytes.get(9).ok_or_else(corrupt)?;
+    let value = bytes.get(10..).ok_or_else(corrupt)?;
+    Ok((
+        u64::from_be_bytes(at) as Millis,
+        IndicatorKey {
+            kind: Kind::try_from(i32::from(kind)).map_err(|_| corrupt())?,
+            value: String::from_utf8(value.to_vec()).map_err(|_| corrupt())?,
+        },
+    ))
 }
 
 fn cursor_key(org_id: &str, consumer: &str) -> Vec<u8> {

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::expiry::Alarm;
 use crate::feed::Feed;
 use crate::frame;
 use crate::indicator::{
@@ -82,6 +83,7 @@ struct Job {
 pub struct Sequencer {
     jobs: mpsc::Sender<Job>,
     view: View,
+    alarm: Arc<Alarm>,
 }
 
 impl Sequencer {
@@ -105,9 +107,11 @@ impl Sequencer {
         let (view_writer, view) = ViewWriter::load(&log)?;
         let feed = Feed::new(feed_capacity, head);
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
+        let alarm = Arc::new(Alarm::default());
         let writer = Writer {
             log,
             view: view_writer,
+            alarm: alarm.clone(),
             feed: feed.clone(),
             metrics,
             head,
@@ -117,12 +121,17 @@ impl Sequencer {
             .name("dip-writer".into())
             .spawn(move || writer.run(queue))
             .map_err(|e| Error::io("starting the writer thread", e))?;
-        Ok((Sequencer { jobs, view }, feed, thread))
+        Ok((Sequencer { jobs, view, alarm }, feed, thread))
     }
 
     /// The state view the writer publishes a version of after each group.
     pub fn view(&self) -> View {
         self.view.clone()
+    }
+
+    /// Rung by the writer when it stores a valid_until (see `expiry`).
+    pub fn expiry_alarm(&self) -> Arc<Alarm> {
+        self.alarm.clone()
     }
 
     /// Commits a submission; answers once its events are durable.
@@ -229,6 +238,8 @@ impl StateOverlay {
 struct Writer {
     log: Log,
     view: ViewWriter,
+    /// Told of every valid_until stored, so expiry wakes in time.
+    alarm: Arc<Alarm>,
     feed: Feed,
     metrics: Metrics,
     /// The newest sequence appended.
@@ -362,6 +373,14 @@ impl Writer {
             let changes = overlay.changed();
             if let Err(error) = self.log.apply_state(&changes, &idempotency, self.head) {
                 tracing::error!(%error, "updating the state view failed; it is replayed at restart");
+            }
+            if let Some(earliest) = changes
+                .iter()
+                .filter(|c| c.after.is_active())
+                .filter_map(|c| c.after.indicator.valid_until)
+                .min()
+            {
+                self.alarm.committed(earliest);
             }
             for record in &records {
                 self.metrics
@@ -500,12 +519,23 @@ fn event_for(
             String::new(),
             Some(action.clone()),
         ),
-        Change::Expire { .. } => (
-            EventType::Expired,
-            active()?.indicator.clone(),
-            String::new(),
-            None,
-        ),
+        Change::Expire { .. } => {
+            let state = active()?;
+            // The hub expires only what is due: valid_until may have been
+            // extended by a report committed since the expiry scan.
+            if state.indicator.valid_until.is_none_or(|at| at > time) {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} is not due to expire",
+                    change_key(change)
+                )));
+            }
+            (
+                EventType::Expired,
+                state.indicator.clone(),
+                String::new(),
+                None,
+            )
+        }
     };
     Ok(Event {
         sequence,

@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::cursor::Cursors;
 use crate::error::{Error, Result};
+use crate::expiry;
 use crate::log::Log;
 use crate::metrics::{self, Metrics};
 use crate::proto::server::admin_server::AdminServer;
@@ -120,6 +121,12 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
 
     let stop = CancellationToken::new();
     let (audit, audit_task) = Audit::start(log.clone(), metrics.clone());
+    let expiry = expiry::spawn(
+        log.clone(),
+        sequencer.clone(),
+        sequencer.expiry_alarm(),
+        stop.clone(),
+    );
     let hub = Hub {
         log: log.clone(),
         feed: feed.clone(),
@@ -218,6 +225,10 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     side_tasks.cancel();
     for task in [metrics_task, reload_task].into_iter().flatten() {
         let _ = task.await;
+    }
+    // The expiry task holds a sequencer handle; it ended on the stop token.
+    if let Err(error) = expiry.await {
+        tracing::error!(%error, "the expiry task failed");
     }
     if audit_task.await.is_err() {
         tracing::error!("the audit task panicked");
