@@ -48,6 +48,8 @@ pub struct RecordMeta {
     pub risk: Risk,
     pub tlp: Tlp,
     pub event_type: EventType,
+    /// Whose TLP marking governs who sees the event: the publisher of a report,
+    /// the indicator's source for a lifecycle event (see `sequencer::record_of`).
     pub source_org: String,
 }
 
@@ -623,6 +625,78 @@ mod tests {
             assert_eq!(log.digest().expect("digest"), computed);
         }
         assert_ne!(log.digest().expect("digest"), Digest::EMPTY);
+    }
+
+    /// The expiry index follows the states: an entry per active indicator with a
+    /// valid_until, moved when it is extended, gone when it is revoked.
+    #[test]
+    fn the_expiry_index_follows_the_active_states() {
+        use crate::indicator::{Indicator, Status};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Log::open(dir.path()).expect("open");
+        let state = |value: &str, valid_until: Option<Millis>, status: Status| IndicatorState {
+            indicator: Indicator {
+                key: IndicatorKey {
+                    kind: Kind::UpiId,
+                    value: value.into(),
+                },
+                category: Category::MuleAccount,
+                risk: Risk::High,
+                description: String::new(),
+                valid_until,
+                tlp: Tlp::Green,
+            },
+            status,
+            source_org: "bank-a".into(),
+            reporters: Default::default(),
+            first_seen: 0,
+            last_seen: 0,
+            actions: Vec::new(),
+            history_length: 1,
+            last_sequence: 1,
+            revoke_reason: String::new(),
+        };
+        let key = |value: &str| IndicatorKey {
+            kind: Kind::UpiId,
+            value: value.into(),
+        };
+        let a = state("a@ok", Some(2_000), Status::Active);
+        let b = state("b@ok", Some(1_000), Status::Active);
+        let c = state("c@ok", None, Status::Active);
+        let changes = [&a, &b, &c].map(|after| StateChange {
+            before: None,
+            after,
+        });
+        log.apply_state(&changes, &[], 3).expect("apply");
+        assert_eq!(log.expiring(500, 10).expect("scan"), (vec![], Some(1_000)));
+        assert_eq!(
+            log.expiring(5_000, 10).expect("scan"),
+            (vec![(1_000, key("b@ok")), (2_000, key("a@ok"))], None)
+        );
+        assert_eq!(
+            log.expiring(5_000, 1).expect("scan"),
+            (vec![(1_000, key("b@ok"))], Some(2_000))
+        );
+
+        let b_extended = state("b@ok", Some(3_000), Status::Active);
+        let a_revoked = state("a@ok", Some(2_000), Status::StatusRevoked);
+        log.apply_state(
+            &[
+                StateChange {
+                    before: Some(&b),
+                    after: &b_extended,
+                },
+                StateChange {
+                    before: Some(&a),
+                    after: &a_revoked,
+                },
+            ],
+            &[],
+            5,
+        )
+        .expect("apply");
+        assert_eq!(log.expiring(2_500, 10).expect("scan"), (vec![], Some(3_000)));
+        assert_eq!(log.indicators().count(), 3, "index entries are not states");
     }
 
     #[test]

@@ -316,7 +316,9 @@ impl Writer {
                 Ok(Some(hit)) => outcomes.push(Outcome::Replay { reply, hit }),
                 Ok(None) => match self.sequence(&mut overlay, &submission, now) {
                     Err(error) => outcomes.push(Outcome::Refused { reply, error }),
-                    Ok(events) => {
+                    Ok(sequenced) => {
+                        let (events, owners): (Vec<Event>, Vec<String>) =
+                            sequenced.into_iter().unzip();
                         let first_sequence = events.first().map_or(0, |e| e.sequence);
                         let count = events.len() as u32;
                         if let Some((org_id, key)) = key {
@@ -335,7 +337,7 @@ impl Writer {
                                 event_type: e.event_type,
                             })
                             .collect();
-                        for (index, event) in events.iter().enumerate() {
+                        for (index, (event, owner)) in events.iter().zip(owners).enumerate() {
                             let mark = match (&submission.idempotency_key, index) {
                                 (Some(key), 0) => Some(IdempotencyMark {
                                     key: key.clone(),
@@ -343,7 +345,7 @@ impl Writer {
                                 }),
                                 _ => None,
                             };
-                            records.push(record_of(event, mark));
+                            records.push(record_of(event, owner, mark));
                         }
                         outcomes.push(Outcome::Appended {
                             reply,
@@ -409,13 +411,14 @@ impl Writer {
     }
 
     /// Turns a submission's changes into events with the next sequences, applying
-    /// them to the group's overlay; all or nothing.
+    /// them to the group's overlay; all or nothing. Each event comes with the
+    /// organisation whose TLP marking governs who sees it (see [`record_of`]).
     fn sequence(
         &mut self,
         overlay: &mut StateOverlay,
         submission: &Submission,
         now: Millis,
-    ) -> Result<Vec<Event>> {
+    ) -> Result<Vec<(Event, String)>> {
         // Current states of the indicators touched, to restore if a change is refused.
         let mut undo: HashMap<IndicatorKey, Option<IndicatorState>> = HashMap::new();
         let mut events = Vec::with_capacity(submission.changes.len());
@@ -426,8 +429,12 @@ impl Writer {
             let outcome = overlay.get(&self.log, key).and_then(|current| {
                 undo.entry(key.clone()).or_insert_with(|| current.clone());
                 let event = event_for(change, current.as_ref(), &submission.source, next, now)?;
+                let owner = match (change, &current) {
+                    (Change::Publish(_), _) | (_, None) => submission.source.org_id.clone(),
+                    (_, Some(state)) => state.source_org.clone(),
+                };
                 overlay.set(key, state::apply(current, &event));
-                Ok(event)
+                Ok((event, owner))
             });
             match outcome {
                 Ok(event) => events.push(event),
@@ -549,7 +556,13 @@ fn event_for(
     })
 }
 
-fn record_of(event: &Event, idempotency: Option<IdempotencyMark>) -> Record {
+/// The stored record of an event. Its metadata's `source_org` is the
+/// organisation whose TLP marking governs visibility (`policy::may_see`): the
+/// publisher for a report (its own marking), but the indicator's source for a
+/// lifecycle event (REVOKED, EXPIRED, ACTION_TAKEN), which carries the indicator
+/// as it stands: the source of a TLP:RED indicator sees it revoked by the
+/// regulator or expired by the hub. The event itself names who acted.
+fn record_of(event: &Event, owner: String, idempotency: Option<IdempotencyMark>) -> Record {
     Record {
         sequence: event.sequence,
         meta: RecordMeta {
@@ -558,7 +571,7 @@ fn record_of(event: &Event, idempotency: Option<IdempotencyMark>) -> Record {
             risk: event.indicator.risk,
             tlp: event.indicator.tlp,
             event_type: event.event_type,
-            source_org: event.source.org_id.clone(),
+            source_org: owner,
         },
         idempotency,
         entry: frame::encode_event_entry(&wire::event_to_proto(event)),

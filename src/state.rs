@@ -175,6 +175,17 @@ mod tests {
     }
 
     #[test]
+    fn a_reporter_escalates_the_risk_with_a_published_update() {
+        let s = apply(None, &event(1, EventType::Published, "police", Risk::Medium));
+        let s = apply(s, &event(2, EventType::Sighting, "bank", Risk::Medium));
+        assert_eq!(classify_publish(s.as_ref(), "bank"), EventType::Published);
+        let s = apply(s, &event(3, EventType::Published, "bank", Risk::VeryHigh)).expect("state");
+        assert_eq!(s.indicator.risk, Risk::VeryHigh);
+        assert_eq!(s.reporters.len(), 2);
+        assert_eq!(s.last_seen, 3000);
+    }
+
+    #[test]
     fn replaying_an_applied_event_changes_nothing() {
         let s = apply(None, &event(1, EventType::Published, "police", Risk::High));
         let again = apply(
