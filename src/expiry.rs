@@ -11,8 +11,8 @@
 //! sequencer after the hub's stop token is cancelled (the writer stops only when
 //! every sequencer handle is gone).
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;

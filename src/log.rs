@@ -243,7 +243,10 @@ impl Log {
         max: usize,
     ) -> Result<(Vec<(Millis, IndicatorKey)>, Option<Millis>)> {
         let mut due = Vec::new();
-        for item in self.state.range(vec![EXPIRY_PREFIX]..vec![EXPIRY_PREFIX + 1]) {
+        for item in self
+            .state
+            .range(vec![EXPIRY_PREFIX]..vec![EXPIRY_PREFIX + 1])
+        {
             let (key, _) = item?;
             let (at, indicator) = decode_expiry_entry(&key)?;
             if at > now || due.len() >= max {
@@ -394,9 +397,15 @@ fn expiry_entry(state: &IndicatorState) -> Option<Vec<u8>> {
 fn decode_expiry_entry(bytes: &[u8]) -> Result<(Millis, IndicatorKey)> {
     let corrupt = || Error::Corrupt {
         sequence: 0,
-        problem: format!("an expiry index entry of {} bytes is malformed", bytes.len()),
+        problem: format!(
+            "an expiry index entry of {} bytes is malformed",
+            bytes.len()
+        ),
     };
-    let at: [u8; 8] = bytes.get(1..9).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
+    let at: [u8; 8] = bytes
+        .get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
     let kind = *bytes.get(9).ok_or_else(corrupt)?;
     let value = bytes.get(10..).ok_or_else(corrupt)?;
     Ok((
@@ -695,7 +704,10 @@ mod tests {
             5,
         )
         .expect("apply");
-        assert_eq!(log.expiring(2_500, 10).expect("scan"), (vec![], Some(3_000)));
+        assert_eq!(
+            log.expiring(2_500, 10).expect("scan"),
+            (vec![], Some(3_000))
+        );
         assert_eq!(log.indicators().count(), 3, "index entries are not states");
     }
 

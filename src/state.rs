@@ -176,7 +176,10 @@ mod tests {
 
     #[test]
     fn a_reporter_escalates_the_risk_with_a_published_update() {
-        let s = apply(None, &event(1, EventType::Published, "police", Risk::Medium));
+        let s = apply(
+            None,
+            &event(1, EventType::Published, "police", Risk::Medium),
+        );
         let s = apply(s, &event(2, EventType::Sighting, "bank", Risk::Medium));
         assert_eq!(classify_publish(s.as_ref(), "bank"), EventType::Published);
         let s = apply(s, &event(3, EventType::Published, "bank", Risk::VeryHigh)).expect("state");
