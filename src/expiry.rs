@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::indicator::{IndicatorKey, Millis, Source, now_millis};
-use crate::log::Log;
+use crate::log::{Expiring, Log};
 use crate::policy;
 use crate::sequencer::{Change, Sequencer, Submission};
 
@@ -125,9 +125,10 @@ enum Scan {
 async fn scan(log: &Log, sequencer: &Sequencer) -> Result<Scan> {
     let now = now_millis();
     let reader = log.clone();
-    let (due, next) = tokio::task::spawn_blocking(move || reader.expiring(now, SCAN_BATCH))
-        .await
-        .map_err(|e| Error::Unavailable(format!("the expiry scan was interrupted: {e}")))??;
+    let Expiring { due, next } =
+        tokio::task::spawn_blocking(move || reader.expiring(now, SCAN_BATCH))
+            .await
+            .map_err(|e| Error::Unavailable(format!("the expiry scan was interrupted: {e}")))??;
     if due.is_empty() {
         return Ok(Scan::Next(next));
     }

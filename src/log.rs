@@ -87,6 +87,15 @@ pub struct StateChange<'a> {
     pub after: &'a IndicatorState,
 }
 
+/// What the expiry index holds at some time (see [`Log::expiring`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expiring {
+    /// Indicators due, with their valid_until, soonest first.
+    pub due: Vec<(Millis, IndicatorKey)>,
+    /// When the next indicator not in `due` falls due (`None`: none will).
+    pub next: Option<Millis>,
+}
+
 /// An idempotency key to index, with the submission it belongs to.
 #[derive(Clone, Debug)]
 pub struct IdempotencyEntry {
@@ -236,12 +245,8 @@ impl Log {
     }
 
     /// Active indicators whose valid_until is at or before `now`, soonest first, at
-    /// most `max`; and when the next one after those falls due (`None`: none).
-    pub fn expiring(
-        &self,
-        now: Millis,
-        max: usize,
-    ) -> Result<(Vec<(Millis, IndicatorKey)>, Option<Millis>)> {
+    /// most `max`; and when the next one after those falls due.
+    pub fn expiring(&self, now: Millis, max: usize) -> Result<Expiring> {
         let mut due = Vec::new();
         for item in self
             .state
@@ -250,11 +255,14 @@ impl Log {
             let (key, _) = item?;
             let (at, indicator) = decode_expiry_entry(&key)?;
             if at > now || due.len() >= max {
-                return Ok((due, Some(at)));
+                return Ok(Expiring {
+                    due,
+                    next: Some(at),
+                });
             }
             due.push((at, indicator));
         }
-        Ok((due, None))
+        Ok(Expiring { due, next: None })
     }
 
     /// Where an earlier submission of `org_id` with idempotency `key` landed.
@@ -677,14 +685,18 @@ mod tests {
             after,
         });
         log.apply_state(&changes, &[], 3).expect("apply");
-        assert_eq!(log.expiring(500, 10).expect("scan"), (vec![], Some(1_000)));
+        let expiring = |due, next| Expiring { due, next };
+        assert_eq!(
+            log.expiring(500, 10).expect("scan"),
+            expiring(vec![], Some(1_000))
+        );
         assert_eq!(
             log.expiring(5_000, 10).expect("scan"),
-            (vec![(1_000, key("b@ok")), (2_000, key("a@ok"))], None)
+            expiring(vec![(1_000, key("b@ok")), (2_000, key("a@ok"))], None)
         );
         assert_eq!(
             log.expiring(5_000, 1).expect("scan"),
-            (vec![(1_000, key("b@ok"))], Some(2_000))
+            expiring(vec![(1_000, key("b@ok"))], Some(2_000))
         );
 
         let b_extended = state("b@ok", Some(3_000), Status::Active);
@@ -706,7 +718,7 @@ mod tests {
         .expect("apply");
         assert_eq!(
             log.expiring(2_500, 10).expect("scan"),
-            (vec![], Some(3_000))
+            expiring(vec![], Some(3_000))
         );
         assert_eq!(log.indicators().count(), 3, "index entries are not states");
     }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::indicator::{Action, Event, EventType, Indicator, Millis, Status};
+use crate::indicator::{Action, Event, EventType, Indicator, Millis, Status, Tlp};
 
 /// An action some organisation reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,11 +41,21 @@ impl IndicatorState {
     }
 }
 
-/// Whether publishing `indicator` by `org` is a new publication (or an update by a
-/// reporter) or a sighting of an indicator another organisation already reported.
+/// Whether publishing by `org` is a new publication (or an update by a reporter)
+/// or a sighting of an indicator another organisation already reported. A report
+/// of an active TLP:RED indicator by an organisation that has not reported it is
+/// PUBLISHED too: a SIGHTING would tell the publisher (and everyone who may see
+/// its report) that a RED indicator it may not see exists. It still joins the
+/// state's reporters.
 pub fn classify_publish(current: Option<&IndicatorState>, org: &str) -> EventType {
     match current {
-        Some(state) if state.is_active() && !state.reporters.contains(org) => EventType::Sighting,
+        Some(state)
+            if state.is_active()
+                && !state.reporters.contains(org)
+                && state.indicator.tlp != Tlp::Red =>
+        {
+            EventType::Sighting
+        }
         _ => EventType::Published,
     }
 }
@@ -130,7 +140,7 @@ fn merge_report(current: &mut Indicator, report: &Indicator, from_source: bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::indicator::{Category, IndicatorKey, Kind, Risk, Source, Tlp};
+    use crate::indicator::{Category, IndicatorKey, Kind, Risk, Source};
 
     fn event(sequence: u64, event_type: EventType, org: &str, risk: Risk) -> Event {
         Event {
@@ -186,6 +196,22 @@ mod tests {
         assert_eq!(s.indicator.risk, Risk::VeryHigh);
         assert_eq!(s.reporters.len(), 2);
         assert_eq!(s.last_seen, 3000);
+    }
+
+    #[test]
+    fn a_red_indicator_reported_by_another_org_is_published_not_a_sighting() {
+        let mut red = event(1, EventType::Published, "police", Risk::High);
+        red.indicator.tlp = Tlp::Red;
+        let s = apply(None, &red);
+        assert_eq!(
+            classify_publish(s.as_ref(), "bank"),
+            EventType::Published,
+            "a SIGHTING would reveal the RED indicator"
+        );
+        let s = apply(s, &event(2, EventType::Published, "bank", Risk::High)).expect("state");
+        assert!(s.reporters.contains("bank"));
+        assert_eq!(s.source_org, "police");
+        assert_eq!(s.history_length, 2);
     }
 
     #[test]

@@ -475,11 +475,16 @@ async fn tlp_red_reaches_only_law_enforcement_the_regulator_and_the_source() {
     assert_eq!(hidden.code(), Code::NotFound);
     // A GREEN report of the same number by another bank does not expose it.
     let mut other_bank = hub.client("beta-bank").await;
-    publish(
+    let report = publish(
         &mut other_bank,
         vec![with_tlp(phone_indicator(1), Tlp::Green)],
     )
     .await;
+    assert_eq!(
+        report.events[0].r#type,
+        EventType::Published as i32,
+        "not SIGHTING: that would reveal the RED indicator"
+    );
     assert!(
         !lookup(&mut bank, IndicatorKind::PhoneNumber, &phone(1))
             .await
