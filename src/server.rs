@@ -226,7 +226,9 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     for task in [metrics_task, reload_task].into_iter().flatten() {
         let _ = task.await;
     }
-    // The expiry task holds a sequencer handle; it ended on the stop token.
+    // The expiry task holds a sequencer handle; it ends on the stop token
+    // (cancelled by the shutdown signal, and here whatever ended the server).
+    stop.cancel();
     if let Err(error) = expiry.await {
         tracing::error!(%error, "the expiry task failed");
     }

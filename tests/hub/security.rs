@@ -480,7 +480,8 @@ async fn a_sighting_with_a_lower_tlp_does_not_declassify_a_red_indicator() {
     publish(&mut police, vec![red]).await;
     let mut alpha = hub.client("alpha-bank").await;
     let sighting = publish(&mut alpha, vec![phone_indicator(1)]).await; // GREEN
-    assert_eq!(sighting.events[0].r#type, EventType::Sighting as i32);
+    // PUBLISHED, not SIGHTING: that type would tell the bank a RED indicator exists.
+    assert_eq!(sighting.events[0].r#type, EventType::Published as i32);
 
     let mut beta = hub.client("beta-bank").await;
     let lookup = beta
