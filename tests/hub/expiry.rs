@@ -132,7 +132,10 @@ async fn extended_or_revoked_indicators_do_not_expire_at_the_old_time() {
     let mut regulator = hub.client("dot-regulator").await;
     let mut stream = expired_events(&mut regulator).await;
     let mut police = hub.client("mumbai-police").await;
-    publish(&mut police, vec![expiring(1, 300), expiring(2, 300)]).await;
+    // Generous margins: the extension and the revocation must land before the
+    // old time even on a loaded machine (checked below, not assumed).
+    let old_due = now_millis() + 1_500;
+    publish(&mut police, vec![expiring(1, 1_500), expiring(2, 1_500)]).await;
     publish(&mut police, vec![expiring(1, 3_600_000)]).await;
     police
         .revoke(proto::RevokeRequest {
@@ -143,7 +146,11 @@ async fn extended_or_revoked_indicators_do_not_expire_at_the_old_time() {
         })
         .await
         .expect("revoked");
-    publish(&mut police, vec![expiring(3, 900)]).await;
+    assert!(
+        now_millis() < old_due,
+        "the extension and the revocation landed before the old time (else this test proves nothing)"
+    );
+    publish(&mut police, vec![expiring(3, 2_000)]).await;
 
     let event = next_expired(&mut stream).await;
     assert_eq!(
@@ -165,7 +172,7 @@ async fn extended_or_revoked_indicators_do_not_expire_at_the_old_time() {
 async fn an_indicator_whose_time_passed_while_the_hub_was_down_expires_at_restart() {
     let hub = TestHub::start().await;
     let mut police = hub.client("mumbai-police").await;
-    let valid_until = now_millis() + 1_000;
+    let valid_until = now_millis() + 2_000;
     let published = publish(
         &mut police,
         vec![proto::Indicator {
@@ -194,4 +201,49 @@ async fn an_indicator_whose_time_passed_while_the_hub_was_down_expires_at_restar
     assert_eq!(event.sequence, published.events[0].sequence + 1);
     let state = lookup(&mut regulator, &phone(1)).await;
     assert_eq!(state.status, IndicatorStatus::StatusExpired as i32);
+}
+
+/// Many indicators due at once (several scan batches): each expires exactly once,
+/// in one EXPIRED event, none is left active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_indicators_due_at_once_all_expire_exactly_once() {
+    const COUNT: u64 = 2_000;
+    let hub = TestHub::start().await;
+    let mut regulator = hub.client("dot-regulator").await;
+    let mut stream = expired_events(&mut regulator).await;
+    let mut police = hub.client("mumbai-police").await;
+    let due_at = now_millis() + 1_500;
+    let valid_until = dip_hub::wire::timestamp(due_at);
+    for batch in 0..COUNT / 1000 {
+        let indicators = (batch * 1000..(batch + 1) * 1000)
+            .map(|n| proto::Indicator {
+                valid_until: Some(valid_until),
+                ..phone_indicator(n)
+            })
+            .collect();
+        publish(&mut police, indicators).await;
+    }
+    let events = tokio::time::timeout(EXPIRY_WITHIN, collect_events(&mut stream, COUNT as usize))
+        .await
+        .expect("every indicator expires in time");
+    let values: std::collections::HashSet<_> = events
+        .iter()
+        .map(|e| e.indicator.as_ref().expect("indicator").value.clone())
+        .collect();
+    assert_eq!(values.len() as u64, COUNT, "each exactly once");
+    assert!(
+        events.windows(2).all(|w| w[0].sequence < w[1].sequence),
+        "in sequence order"
+    );
+    assert!(events.iter().all(|e| e.source_org == "dip-hub"));
+    eprintln!(
+        "{COUNT} EXPIRED events received {} ms after valid_until",
+        now_millis() - due_at
+    );
+    for n in [0, COUNT / 2, COUNT - 1] {
+        assert_eq!(
+            lookup(&mut regulator, &phone(n)).await.status,
+            IndicatorStatus::StatusExpired as i32
+        );
+    }
 }
