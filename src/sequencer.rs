@@ -374,7 +374,13 @@ impl Writer {
             // Derived state: rebuilt by replay if this write is lost in a crash.
             let changes = overlay.changed();
             if let Err(error) = self.log.apply_state(&changes, &idempotency, self.head) {
-                tracing::error!(%error, "updating the state view failed; it is replayed at restart");
+                // The events are durable, so they are answered; but a later group's
+                // write would move the stored `applied` past this one, and replay at
+                // restart would then skip it: the stored states would stay wrong. So
+                // the writer accepts nothing more until a restart replays the log
+                // (the view in memory is applied below and stays right for reads).
+                tracing::error!(%error, "updating the stored state view failed; the writer stops accepting until a restart replays the log");
+                self.broken.store(true, Ordering::Release);
             }
             if let Some(earliest) = changes
                 .iter()

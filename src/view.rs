@@ -16,7 +16,8 @@
 //! Why not a lock around applying states with sled iteration for snapshots: sled
 //! iteration is not a snapshot, and holding a lock for a whole snapshot stream
 //! would stall the writer behind the slowest client. The price of versions is
-//! memory: the whole state view is in RAM (about 0.5 KB per indicator), plus,
+//! memory: the whole state view is in RAM (about 0.75 KB per indicator; 757
+//! bytes measured for a million phone numbers with one reporter each), plus,
 //! while a snapshot is running, the nodes the writer replaced since it began.
 //!
 //! sled's `state` tree stays the durable copy: at start the view is loaded from
