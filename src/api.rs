@@ -191,7 +191,12 @@ impl IndicatorHub for HubService {
         let (org, source) = self.hub.caller(&request)?;
         let command = ActionCommand::try_from(request.into_inner())?;
         let state = self.hub.visible_state(&org, command.key.clone()).await?;
-        let permit = policy::authorize_action(&org, state.indicator.tlp, &state.source_org)?;
+        let permit = policy::authorize_action(
+            &org,
+            command.action.action_type,
+            &state.indicator,
+            &state.source_org,
+        )?;
         let submission = Submission {
             source,
             changes: vec![Change::Action {

@@ -5,7 +5,7 @@
 //! requires. Must never do I/O or look at requests beyond what it is given.
 
 use crate::error::{Error, Result};
-use crate::indicator::{Category, Indicator, Kind, Tlp};
+use crate::indicator::{ActionType, Category, Indicator, Kind, Tlp};
 use crate::registry::{Org, Role};
 
 /// Proof that a submission was authorized; only this module makes one.
@@ -157,13 +157,96 @@ pub fn authorize_revoke(org: &Org, source_org: &str) -> Result<Permit> {
     }
 }
 
-/// Every active organisation may report what it did about an indicator it can see.
-pub fn authorize_action(org: &Org, tlp: Tlp, source_org: &str) -> Result<Permit> {
-    if may_see(org, tlp, source_org) {
-        Ok(Permit::granted())
-    } else {
-        Err(Error::NotFound("no such indicator".into()))
+/// Which roles may report each action, and about which kinds of indicator: an
+/// action is what the reporting organisation itself did, so only those that can
+/// do it report it (a bank does not disconnect numbers).
+const ACTIONS: &[(ActionType, &[Role], &[Kind])] = &[
+    (
+        ActionType::NumberDisconnected,
+        &[Role::Tsp, Role::Regulator],
+        &[PhoneNumber],
+    ),
+    (
+        ActionType::AccountFrozen,
+        &[Role::Bank, Role::PaymentOperator, Role::Regulator],
+        &[BankAccount, UpiId, PhoneNumber],
+    ),
+    (
+        ActionType::AccountDeregistered,
+        &[Role::Platform, Role::Regulator],
+        &[PhoneNumber, Email],
+    ),
+    (
+        ActionType::UpiIdDelinked,
+        &[Role::PaymentOperator, Role::Bank, Role::Regulator],
+        &[UpiId, PhoneNumber],
+    ),
+    (
+        ActionType::UrlBlocked,
+        &[
+            Role::Tsp,
+            Role::Platform,
+            Role::LawEnforcement,
+            Role::Regulator,
+        ],
+        &[Url, Domain, IpAddress],
+    ),
+    (
+        ActionType::HandsetBlocked,
+        &[Role::Tsp, Role::Regulator],
+        &[Imei],
+    ),
+];
+
+/// May `org` report `action` about `indicator` (published by `source_org`)? It
+/// must see the indicator (else it does not exist for it: NOT_FOUND), the action
+/// must apply to its kind (INVALID_ARGUMENT), and the role must be one that does
+/// such things (PERMISSION_DENIED). OTHER_ACTION is open to every role and kind.
+pub fn authorize_action(
+    org: &Org,
+    action: ActionType,
+    indicator: &Indicator,
+    source_org: &str,
+) -> Result<Permit> {
+    if !may_see(org, indicator.tlp, source_org) {
+        return Err(Error::NotFound(format!(
+            "{} is not known to the hub",
+            indicator.key
+        )));
     }
+    let Some((_, roles, kinds)) = ACTIONS.iter().find(|(a, _, _)| *a == action) else {
+        return Ok(Permit::granted());
+    };
+    let kind = indicator.key.kind;
+    if !kinds.contains(&kind) {
+        return Err(Error::invalid(
+            "action",
+            format!(
+                "{} does not apply to a {} indicator",
+                action.as_str_name(),
+                kind.as_str_name()
+            ),
+            format!(
+                "{} for {}, or OTHER_ACTION",
+                action.as_str_name(),
+                names(kinds.iter().map(|k| k.as_str_name()))
+            ),
+        ));
+    }
+    if !roles.contains(&org.role) {
+        return Err(Error::PermissionDenied(format!(
+            "{} ({}) may not report {}: only {} report it",
+            org.id,
+            org.role.as_str(),
+            action.as_str_name(),
+            names(roles.iter().map(|r| r.as_str()))
+        )));
+    }
+    Ok(Permit::granted())
+}
+
+fn names<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    items.collect::<Vec<_>>().join(", ")
 }
 
 /// Roles that operate the hub (the `Admin` service: registry, CRLs, audit trail).
@@ -263,6 +346,39 @@ mod tests {
             authorize_admin(&org("police", Role::LawEnforcement), "SetOrgStatus").expect_err("no");
         assert!(denied.to_string().contains("only the REGULATOR role"));
         assert!(denied.to_string().contains("Admin.SetOrgStatus"));
+    }
+
+    #[test]
+    fn actions_come_from_the_roles_that_take_them_on_kinds_they_apply_to() {
+        let number = indicator(PhoneNumber, Category::FraudCall);
+        let tsp = org("tsp", Role::Tsp);
+        let bank = org("bank", Role::Bank);
+        assert!(authorize_action(&tsp, ActionType::NumberDisconnected, &number, "p").is_ok());
+        let denied = authorize_action(&bank, ActionType::NumberDisconnected, &number, "p")
+            .expect_err("a bank does not disconnect numbers");
+        assert!(matches!(denied, Error::PermissionDenied(_)));
+        assert!(
+            denied.to_string().contains("only TSP, REGULATOR report it"),
+            "{denied}"
+        );
+        let url = indicator(Url, Category::Phishing);
+        let misapplied = authorize_action(&tsp, ActionType::NumberDisconnected, &url, "p")
+            .expect_err("a URL is not a number");
+        assert!(
+            matches!(misapplied, Error::InvalidArgument { .. }),
+            "{misapplied}"
+        );
+        for role in [Role::Platform, Role::Bank, Role::LawEnforcement] {
+            assert!(
+                authorize_action(&org("x", role), ActionType::OtherAction, &url, "p").is_ok(),
+                "OTHER_ACTION is open to {role:?}"
+            );
+        }
+        let mut red = indicator(PhoneNumber, Category::FraudCall);
+        red.tlp = Tlp::Red;
+        let hidden =
+            authorize_action(&bank, ActionType::AccountFrozen, &red, "police").expect_err("hidden");
+        assert!(matches!(hidden, Error::NotFound(_)));
     }
 
     #[test]

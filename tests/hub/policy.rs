@@ -238,3 +238,88 @@ async fn oversized_batches_and_fields_are_refused_with_the_limit() {
     );
     assert_eq!(full.events.len(), 1000);
 }
+
+/// Actions come from the roles that take them, about kinds they apply to.
+#[tokio::test]
+async fn actions_follow_the_role_table() {
+    let hub = TestHub::start().await;
+    let mut police = hub.client("mumbai-police").await;
+    publish(
+        &mut police,
+        vec![
+            phone_indicator(1),
+            indicator(
+                IndicatorKind::Url,
+                "https://phish.example/login",
+                Category::Phishing,
+            ),
+        ],
+    )
+    .await;
+    let report =
+        |kind: IndicatorKind, value: &str, action: proto::ActionType| proto::ReportActionRequest {
+            kind: kind as i32,
+            value: value.into(),
+            action: action as i32,
+            note: String::new(),
+            idempotency_key: String::new(),
+        };
+    let mut bank = hub.client("alpha-bank").await;
+    let denied = bank
+        .report_action(report(
+            IndicatorKind::PhoneNumber,
+            &phone(1),
+            proto::ActionType::NumberDisconnected,
+        ))
+        .await
+        .expect_err("a bank does not disconnect numbers");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_eq!(
+        denied.message(),
+        "alpha-bank (BANK) may not report NUMBER_DISCONNECTED: only TSP, REGULATOR report it"
+    );
+    let mut tsp = hub.client("tsp-one").await;
+    let misapplied = tsp
+        .report_action(report(
+            IndicatorKind::Url,
+            "https://phish.example/login",
+            proto::ActionType::NumberDisconnected,
+        ))
+        .await
+        .expect_err("a URL is not a number");
+    assert_eq!(misapplied.code(), Code::InvalidArgument);
+    assert!(
+        misapplied
+            .message()
+            .starts_with("action: NUMBER_DISCONNECTED does not apply to a URL indicator"),
+        "{}",
+        misapplied.message()
+    );
+    assert_eq!(
+        next_sequence(&hub, 1).await,
+        3,
+        "the refusals wrote nothing"
+    );
+
+    tsp.report_action(report(
+        IndicatorKind::Url,
+        "https://phish.example/login",
+        proto::ActionType::UrlBlocked,
+    ))
+    .await
+    .expect("a TSP blocks URLs");
+    bank.report_action(report(
+        IndicatorKind::PhoneNumber,
+        &phone(1),
+        proto::ActionType::AccountFrozen,
+    ))
+    .await
+    .expect("a bank freezes the accounts of a fraud number");
+    bank.report_action(report(
+        IndicatorKind::PhoneNumber,
+        &phone(1),
+        proto::ActionType::OtherAction,
+    ))
+    .await
+    .expect("OTHER_ACTION is open to all");
+}
