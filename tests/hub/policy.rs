@@ -201,6 +201,23 @@ async fn oversized_batches_and_fields_are_refused_with_the_limit() {
         "indicators[0].description: is 2049 bytes long; expected at most 2048 bytes"
     );
 
+    let long_value = indicator(
+        IndicatorKind::Url,
+        &format!("https://example.com/{}", "a".repeat(3000)),
+        Category::Phishing,
+    );
+    let status = try_publish(&mut police, vec![long_value])
+        .await
+        .expect_err("value too long");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .starts_with("indicators[0].value: is 3020 bytes long, over the limit of 2048 bytes"),
+        "{}",
+        status.message()
+    );
+
     let status = try_publish(&mut police, vec![]).await.expect_err("empty");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(
