@@ -300,6 +300,25 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         println!("  {}", client::state_json(&state));
     }
 
+    step("tsp-two joins late: a snapshot of its block list as of one sequence, to follow from there");
+    let mut late = connect("tsp-two").await?;
+    let filter = proto::Filter {
+        kinds: [Kind::PhoneNumber, Kind::Imei, Kind::SmsHeader]
+            .map(|k| k as i32)
+            .to_vec(),
+        ..Default::default()
+    };
+    let snapshot = client::snapshot(&mut late, filter).await?;
+    println!(
+        "  tsp-two        ◀ as of #{}: {} active indicators, digest {} (checked)",
+        snapshot.as_of_sequence,
+        snapshot.indicators.len(),
+        snapshot.digest
+    );
+    for state in &snapshot.indicators {
+        println!("    {}", client::csv_line(state));
+    }
+
     // Wait until every subscriber has seen the hub's head (heartbeats carry it).
     println!();
     progress.send_replace(head);
