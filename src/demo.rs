@@ -300,7 +300,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         println!("  {}", client::state_json(&state));
     }
 
-    step("tsp-two joins late: a snapshot of its block list as of one sequence, to follow from there");
+    step(
+        "tsp-two joins late: a snapshot of its block list as of one sequence, to follow from there",
+    );
     let mut late = connect("tsp-two").await?;
     let filter = proto::Filter {
         kinds: [Kind::PhoneNumber, Kind::Imei, Kind::SmsHeader]
