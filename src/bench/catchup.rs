@@ -36,12 +36,15 @@ pub async fn run(
     plan: Plan,
 ) -> Result<Outcome> {
     tracing::info!(?plan, "filling the log");
+    let fill_cpu = hub.cpu_meter();
     let fill_start = Instant::now();
     fill(hub, bench, workload, plan).await?;
     let fill_secs = fill_start.elapsed().as_secs_f64();
+    let fill_cpu = fill_cpu.note();
 
     tracing::info!(events = plan.events, "a new subscriber catches up");
     let channel = hub.channel(bench, &subscriber_org(1)).await?;
+    let cpu = hub.cpu_meter();
     let start = Instant::now();
     let mut stream = receive::subscribe(
         channel,
@@ -82,6 +85,7 @@ pub async fn run(
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu.note();
     let mut outcome = Outcome::new(
         "catchup",
         format!(
@@ -102,6 +106,8 @@ pub async fn run(
         plan.batch,
         report::thousands(plan.events as f64 / fill_secs),
     ));
+    outcome.notes.push(cpu);
+    outcome.notes.push(format!("while filling: {fill_cpu}"));
     Ok(outcome)
 }
 

@@ -86,6 +86,7 @@ pub async fn run(
 
     tracing::info!(subscribers, rate, "publishing");
     let publisher = hub.client(bench, &publisher_org(1)).await?;
+    let cpu = hub.cpu_meter();
     let start = Instant::now();
     let published = publish_paced(publisher, workload, plan).await;
     let publish_elapsed = start.elapsed();
@@ -115,6 +116,7 @@ pub async fn run(
             errors += 1;
         }
     }
+    let cpu = cpu.note();
     let delivery_secs = (last_delivery - start).as_secs_f64().max(f64::EPSILON);
     let mut outcome = Outcome::new(
         "fanout",
@@ -142,6 +144,7 @@ pub async fn run(
         "last delivery {:.2} s after the last publish",
         (last_delivery.max(start + publish_elapsed) - (start + publish_elapsed)).as_secs_f64()
     ));
+    outcome.notes.push(cpu);
     Ok(outcome)
 }
 

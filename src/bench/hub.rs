@@ -14,6 +14,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::cli::LISTENING_PREFIX;
@@ -213,6 +214,16 @@ impl ChildHub {
         status_kib(&status, "VmHWM:").map(|kib| kib * 1024)
     }
 
+    /// A meter of the CPU time the hub and this load generator use from now on.
+    pub fn cpu_meter(&self) -> CpuMeter {
+        CpuMeter {
+            pid: self.pid,
+            started: Instant::now(),
+            hub: cpu_seconds(&self.pid.to_string()),
+            bench: cpu_seconds("self"),
+        }
+    }
+
     /// Asks the hub to stop (SIGTERM) and waits for it; kills it after a deadline.
     pub async fn stop(mut self) -> Result<()> {
         if let Ok(Some(_)) = self.child.try_wait() {
@@ -272,6 +283,52 @@ async fn read_stdout(
     }
 }
 
+/// CPU time used by the hub and by the load generator over a measurement, to
+/// show which side of the shared machine is busy.
+pub struct CpuMeter {
+    pid: u32,
+    started: Instant,
+    hub: Option<f64>,
+    bench: Option<f64>,
+}
+
+impl CpuMeter {
+    /// "CPU: hub 0.58 cores, load generator 0.26 cores", averaged since the start.
+    pub fn note(&self) -> String {
+        let wall = self.started.elapsed().as_secs_f64().max(f64::EPSILON);
+        let cores = |before: Option<f64>, now: Option<f64>| match (before, now) {
+            (Some(before), Some(now)) => format!("{:.2}", (now - before) / wall),
+            _ => "?".into(),
+        };
+        format!(
+            "CPU while measuring: hub {} cores, load generator {} cores",
+            cores(self.hub, cpu_seconds(&self.pid.to_string())),
+            cores(self.bench, cpu_seconds("self")),
+        )
+    }
+}
+
+/// User plus system CPU seconds of process `pid` ("self" for this one), from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // SAFETY: sysconf has no memory effects; _SC_CLK_TCK is a valid name.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then_some(())?;
+    let ticks_used = stat_ticks(&stat)?;
+    Some(ticks_used as f64 / ticks as f64)
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line.
+fn stat_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces; fields after it follow its ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state), so utime (14) is index 11 and stime (15) index 12.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// A `Key:   1234 kB` line of `/proc/<pid>/status`, in KiB.
 fn status_kib(status: &str, key: &str) -> Option<u64> {
     status
@@ -300,6 +357,14 @@ mod tests {
             registry.active("bench-sub-003").expect("subscriber").role,
             crate::registry::Role::Bank
         );
+    }
+
+    #[test]
+    fn reads_cpu_ticks_from_proc_stat() {
+        let stat = "4242 (dip hub (x)) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 6 0";
+        assert_eq!(stat_ticks(stat), Some(300));
+        assert_eq!(stat_ticks("garbage"), None);
+        assert!(cpu_seconds("self").is_some(), "this process has a stat file");
     }
 
     #[test]

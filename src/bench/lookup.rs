@@ -55,6 +55,7 @@ pub async fn run(
         clients.push(hub.client(bench, &subscriber_org(n)).await?);
     }
     tracing::info!(clients = plan.clients, "looking up");
+    let cpu = hub.cpu_meter();
     let start = Instant::now();
     let deadline = start + plan.duration;
     let tasks: Vec<_> = clients
@@ -115,6 +116,7 @@ pub async fn run(
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu.note();
     let mut outcome = Outcome::new(
         "lookup",
         format!(
@@ -129,6 +131,7 @@ pub async fn run(
     outcome.latency_kind = Some("lookup");
     outcome.latency = Latency::of(&latency);
     outcome.errors = errors;
+    outcome.notes.push(cpu);
     Ok(outcome)
 }
 

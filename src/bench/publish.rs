@@ -50,6 +50,7 @@ pub async fn run(
     }
     tracing::info!(?plan, "publishing");
     let numbers = Arc::new(AtomicU64::new(0));
+    let cpu = hub.cpu_meter();
     let start = Instant::now();
     let deadline = start + plan.duration;
     let tasks: Vec<_> = clients
@@ -81,6 +82,7 @@ pub async fn run(
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu.note();
     let mut outcome = Outcome::new(
         "publish",
         format!(
@@ -101,6 +103,7 @@ pub async fn run(
         report::thousands(events as f64),
         report::thousands(requests as f64 / elapsed)
     ));
+    outcome.notes.push(cpu);
     Ok(outcome)
 }
 
