@@ -5,6 +5,11 @@ use clap::Parser;
 use dip_hub::cli::{Cli, execute};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the system allocator: the writer spends much of its time
+/// allocating for sled (see README, Benchmark).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
