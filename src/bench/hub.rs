@@ -364,7 +364,10 @@ mod tests {
         let stat = "4242 (dip hub (x)) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 6 0";
         assert_eq!(stat_ticks(stat), Some(300));
         assert_eq!(stat_ticks("garbage"), None);
-        assert!(cpu_seconds("self").is_some(), "this process has a stat file");
+        assert!(
+            cpu_seconds("self").is_some(),
+            "this process has a stat file"
+        );
     }
 
     #[test]
