@@ -100,6 +100,7 @@ pub struct ChildHub {
     pid: u32,
     url: String,
     log_path: PathBuf,
+    data_dir: PathBuf,
 }
 
 impl ChildHub {
@@ -144,6 +145,7 @@ impl ChildHub {
             pid,
             url: String::new(),
             log_path,
+            data_dir,
         };
         let (found, address) = tokio::sync::oneshot::channel();
         tokio::spawn(read_stdout(stdout, found));
@@ -224,8 +226,26 @@ impl ChildHub {
         }
     }
 
-    /// Asks the hub to stop (SIGTERM) and waits for it; kills it after a deadline.
-    pub async fn stop(mut self) -> Result<()> {
+    /// Asks the hub to stop (SIGTERM) and waits for it, killing it after a
+    /// deadline; then deletes its database and syncs the disk, so that data still
+    /// being written back does not slow the fsyncs of the next run.
+    pub async fn stop(self) -> Result<()> {
+        let data_dir = self.data_dir.clone();
+        let stopped = self.terminate().await;
+        let removed = tokio::task::spawn_blocking(move || {
+            let removed = std::fs::remove_dir_all(&data_dir);
+            // SAFETY: sync(2) takes no arguments and has no memory effects; it
+            // writes back what the machine has dirty, so the next run starts settled.
+            unsafe { libc::sync() };
+            removed
+        })
+        .await
+            .map_err(|e| Error::Unavailable(format!("removing the hub's database: {e}")))?;
+        stopped?;
+        removed.map_err(|e| Error::io("removing the hub's database", e))
+    }
+
+    async fn terminate(mut self) -> Result<()> {
         if let Ok(Some(_)) = self.child.try_wait() {
             return Err(self.failed("had already exited"));
         }
