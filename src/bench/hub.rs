@@ -240,7 +240,7 @@ impl ChildHub {
             removed
         })
         .await
-            .map_err(|e| Error::Unavailable(format!("removing the hub's database: {e}")))?;
+        .map_err(|e| Error::Unavailable(format!("removing the hub's database: {e}")))?;
         stopped?;
         removed.map_err(|e| Error::io("removing the hub's database", e))
     }
