@@ -2,7 +2,8 @@
 //! the messages and client (`dip.v1.rs`), and the server (`server/dip.v1.rs`),
 //! whose `SubscribeResponse` is the hub's pre-encoded frame so that every event is
 //! encoded once and the same bytes reach every subscriber. The descriptor set is
-//! written too, for gRPC reflection.
+//! written too, for gRPC reflection. The server's codec answers undecodable
+//! requests INVALID_ARGUMENT (`src/codec.rs`).
 
 use std::path::PathBuf;
 
@@ -26,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .out_dir(&server_dir)
         .extern_path(".dip.v1", "crate::proto")
         .extern_path(".dip.v1.SubscribeResponse", "crate::frame::Frame")
+        .codec_path("crate::codec::HubCodec")
         .compile_fds(fds)?;
     Ok(())
 }

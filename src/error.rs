@@ -32,7 +32,7 @@ pub enum Error {
     #[error("{0}")]
     Unavailable(String),
     /// What a hub answered a client (CLI, demo, benchmark).
-    #[error("the hub answered {}: {}", .0.code(), .0.message())]
+    #[error("the hub answered {:?}: {}", .0.code(), .0.message())]
     Remote(Status),
     #[error("storage: {0}")]
     Storage(#[from] sled::Error),

@@ -23,7 +23,8 @@
 //! (acks are made durable in groups); Lookup reads the [`view`]; a
 //! [`snapshot`] streams one version of it, as of one sequence.
 //!
-//! [`api`] is the gRPC service that runs this pipeline; [`server`] wires it up and
+//! [`api`] is the gRPC service that runs this pipeline ([`codec`] refuses requests
+//! that do not decode); [`server`] wires it up and
 //! serves it. [`expiry`] is the hub's own publisher: it submits EXPIRED events
 //! through the same sequencer when an indicator's valid_until passes. [`pki`]
 //! makes the development certificates.
@@ -45,6 +46,7 @@ pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod codec;
 pub mod config;
 pub mod credentials;
 pub mod cursor;

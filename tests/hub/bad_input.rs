@@ -116,7 +116,7 @@ fn expected_answer(method: &str, body: &[u8]) -> Option<(Code, String)> {
         let status = tonic::Status::from(error);
         Some((status.code(), status.message().to_string()))
     };
-    let undecodable = |error: prost::DecodeError| Some((Code::Internal, error.to_string()));
+    let undecodable = |error: prost::DecodeError| Some((Code::InvalidArgument, error.to_string()));
     match method {
         PUBLISH => match proto::PublishRequest::decode(body) {
             Err(error) => undecodable(error),
@@ -307,8 +307,8 @@ async fn malformed_protobuf_is_refused_naming_what_is_wrong() {
         let status = raw_call(channel.clone(), method, Bytes::from_static(body))
             .await
             .expect_err(what);
-        // tonic's (and gRPC's) code for a request that does not parse.
-        assert_eq!(status.code(), Code::Internal, "{what}: {status:?}");
+        // The hub's codec: a request that does not parse is the client's error.
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
         assert!(
             status.message().contains(message),
             "{what}: expected {message:?} in {:?}",
