@@ -22,37 +22,24 @@ impl Permit {
 
 use Kind::*;
 
+/// Every indicator kind.
+const EVERY_KIND: &[Kind] = &[
+    PhoneNumber,
+    Imei,
+    Url,
+    Domain,
+    IpAddress,
+    UpiId,
+    BankAccount,
+    Email,
+    SmsHeader,
+];
+
 /// Which kinds each role may publish. Revoking, reporting actions and reading are
 /// governed by [`authorize_revoke`], [`authorize_action`] and [`may_see`].
 const PUBLISH_KINDS: &[(Role, &[Kind])] = &[
-    (
-        Role::Regulator,
-        &[
-            PhoneNumber,
-            Imei,
-            Url,
-            Domain,
-            IpAddress,
-            UpiId,
-            BankAccount,
-            Email,
-            SmsHeader,
-        ],
-    ),
-    (
-        Role::LawEnforcement,
-        &[
-            PhoneNumber,
-            Imei,
-            Url,
-            Domain,
-            IpAddress,
-            UpiId,
-            BankAccount,
-            Email,
-            SmsHeader,
-        ],
-    ),
+    (Role::Regulator, EVERY_KIND),
+    (Role::LawEnforcement, EVERY_KIND),
     (
         Role::Bank,
         &[
