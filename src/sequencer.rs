@@ -190,19 +190,25 @@ fn replay(log: &Log, head: u64) -> Result<()> {
     Ok(())
 }
 
-/// Indicator states changed by the events of one group, over the stored view:
-/// for each indicator touched, its stored state (before) and its new one.
+/// Indicator states changed by the events of one group, over the current view:
+/// for each indicator touched, its state before the group and its new one. The
+/// states before come from the writer's in-memory view (from the stored view
+/// during replay, before the in-memory one exists).
 #[derive(Default)]
 struct StateOverlay {
     states: HashMap<IndicatorKey, (Option<IndicatorState>, Option<IndicatorState>)>,
 }
 
 impl StateOverlay {
-    fn get(&mut self, log: &Log, key: &IndicatorKey) -> Result<Option<IndicatorState>> {
+    fn get(
+        &mut self,
+        key: &IndicatorKey,
+        before: impl FnOnce(&IndicatorKey) -> Result<Option<IndicatorState>>,
+    ) -> Result<Option<IndicatorState>> {
         if let Some((_, current)) = self.states.get(key) {
             return Ok(current.clone());
         }
-        let stored = log.indicator(key)?;
+        let stored = before(key)?;
         self.states
             .insert(key.clone(), (stored.clone(), stored.clone()));
         Ok(stored)
@@ -215,7 +221,7 @@ impl StateOverlay {
     }
 
     fn apply(&mut self, log: &Log, event: &Event) -> Result<()> {
-        let current = self.get(log, &event.indicator.key)?;
+        let current = self.get(&event.indicator.key, |key| log.indicator(key))?;
         self.set(&event.indicator.key, state::apply(current, event));
         Ok(())
     }
@@ -429,19 +435,22 @@ impl Writer {
         let mut undo: HashMap<IndicatorKey, Option<IndicatorState>> = HashMap::new();
         let mut events = Vec::with_capacity(submission.changes.len());
         let mut next = self.head;
+        let view = &self.view;
         for change in &submission.changes {
             next += 1;
             let key = change_key(change);
-            let outcome = overlay.get(&self.log, key).and_then(|current| {
-                undo.entry(key.clone()).or_insert_with(|| current.clone());
-                let event = event_for(change, current.as_ref(), &submission.source, next, now)?;
-                let owner = match (change, &current) {
-                    (Change::Publish(_), _) | (_, None) => submission.source.org_id.clone(),
-                    (_, Some(state)) => state.source_org.clone(),
-                };
-                overlay.set(key, state::apply(current, &event));
-                Ok((event, owner))
-            });
+            let outcome = overlay
+                .get(key, |key| Ok(view.get(key)))
+                .and_then(|current| {
+                    undo.entry(key.clone()).or_insert_with(|| current.clone());
+                    let event = event_for(change, current.as_ref(), &submission.source, next, now)?;
+                    let owner = match (change, &current) {
+                        (Change::Publish(_), _) | (_, None) => submission.source.org_id.clone(),
+                        (_, Some(state)) => state.source_org.clone(),
+                    };
+                    overlay.set(key, state::apply(current, &event));
+                    Ok((event, owner))
+                });
             match outcome {
                 Ok(event) => events.push(event),
                 Err(error) => {

@@ -73,6 +73,14 @@ pub struct ViewWriter {
 }
 
 impl ViewWriter {
+    /// The writer's own current state of one indicator (what it last applied).
+    pub fn get(&self, key: &IndicatorKey) -> Option<IndicatorState> {
+        self.current
+            .states
+            .get(key)
+            .map(|state| IndicatorState::clone(state))
+    }
+
     /// Loads the view from the log's stored states (already replayed up to the
     /// head), checking the stored digest against one computed from the states.
     pub fn load(log: &Log) -> Result<(ViewWriter, View)> {
