@@ -40,40 +40,21 @@
 //! [`bench`] is a load generator: it runs a hub as a child process and measures
 //! it over real mutual TLS, through the same public paths as any client.
 
-pub mod admin;
-pub mod api;
-pub mod audit;
-pub mod bench;
-pub mod cli;
 pub mod client;
-pub mod codec;
-pub mod config;
-pub mod credentials;
-pub mod cursor;
-pub mod demo;
-pub mod digest;
+pub mod domain;
+pub mod edge;
 pub mod error;
-pub mod expiry;
-pub mod feed;
-pub mod frame;
-pub mod identity;
-pub mod indicator;
-pub mod log;
-pub mod metrics;
-pub mod normalize;
-pub mod pki;
-pub mod policy;
+pub mod ops;
 pub mod proto;
-pub mod registry;
-pub mod sequencer;
-pub mod server;
-pub mod snapshot;
-pub mod state;
-pub mod streams;
-pub mod subscription;
-pub mod tls;
-pub mod validate;
-pub mod view;
-pub mod wire;
+pub mod read;
+pub mod writer;
+
+// Every module keeps its short path (`dip_hub::tls`, `crate::log`), so code and
+// library users name a module without its layer.
+pub use domain::{digest, indicator, normalize, policy, registry, state, validate};
+pub use edge::{api, codec, credentials, identity, server, streams, tls};
+pub use ops::{admin, audit, config, metrics, pki};
+pub use read::{cursor, feed, frame, snapshot, subscription, view};
+pub use writer::{expiry, log, sequencer, wire};
 
 pub use error::{Error, Result};

@@ -2,7 +2,9 @@
 //! to exit codes.
 
 use clap::Parser;
-use dip_hub::cli::{Cli, execute};
+mod cmd;
+
+use cmd::{Cli, execute};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of the system allocator: the writer spends much of its time

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::error::{Error, Result};
-use crate::proto;
+use dip_hub::error::{Error, Result};
+use dip_hub::proto;
 
 use super::Workload;
 use super::hub::{BenchDir, ChildHub, publisher_org, subscriber_org};

@@ -17,12 +17,12 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::cli::LISTENING_PREFIX;
-use crate::client::{self, ClientCerts};
-use crate::error::{Error, Result};
-use crate::pki;
-use crate::proto;
-use crate::proto::indicator_hub_client::IndicatorHubClient;
+use crate::cmd::LISTENING_PREFIX;
+use dip_hub::client::{self, ClientCerts};
+use dip_hub::error::{Error, Result};
+use dip_hub::pki;
+use dip_hub::proto;
+use dip_hub::proto::indicator_hub_client::IndicatorHubClient;
 
 /// How long a stopping hub may take to drain before it is killed.
 const STOP_DEADLINE: Duration = Duration::from_secs(30);
@@ -196,10 +196,6 @@ impl ChildHub {
         ))
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// A client acting as `org`, on a connection of its own.
     pub async fn client(&self, bench: &BenchDir, org: &str) -> Result<IndicatorHubClient<Channel>> {
         client::connect(&self.url, &bench.certs(org)).await
@@ -366,16 +362,16 @@ mod tests {
 
     #[test]
     fn the_registry_lists_publishers_and_subscribers() {
-        let registry = crate::registry::Registry::parse(&registry_toml(2, 3)).expect("parses");
+        let registry = dip_hub::registry::Registry::parse(&registry_toml(2, 3)).expect("parses");
         let orgs = registry.all();
         assert_eq!(orgs.len(), 5);
         assert_eq!(
             registry.active("bench-pub-2").expect("publisher").role,
-            crate::registry::Role::LawEnforcement
+            dip_hub::registry::Role::LawEnforcement
         );
         assert_eq!(
             registry.active("bench-sub-003").expect("subscriber").role,
-            crate::registry::Role::Bank
+            dip_hub::registry::Role::Bank
         );
     }
 

@@ -18,8 +18,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::error::{Error, Result};
-use crate::proto;
+use dip_hub::error::{Error, Result};
+use dip_hub::proto;
 
 use super::hub::{BenchDir, ChildHub, publisher_org, subscriber_org};
 use super::receive::{self, SequenceCheck, now_micros};
@@ -159,7 +159,7 @@ struct Published {
 /// the events due by then go out in one request (at most `max_batch` each),
 /// without waiting for earlier answers (at most `in_flight` outstanding).
 async fn publish_paced(
-    client: crate::proto::indicator_hub_client::IndicatorHubClient<tonic::transport::Channel>,
+    client: dip_hub::proto::indicator_hub_client::IndicatorHubClient<tonic::transport::Channel>,
     workload: &Workload,
     plan: Plan,
 ) -> Published {

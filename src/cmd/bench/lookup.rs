@@ -10,9 +10,9 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
-use crate::error::{Error, Result};
-use crate::proto;
-use crate::validate::MAX_BATCH;
+use dip_hub::error::{Error, Result};
+use dip_hub::proto;
+use dip_hub::validate::MAX_BATCH;
 
 use super::hub::{BenchDir, ChildHub, publisher_org, subscriber_org};
 use super::report::{self, Latency, Outcome};

@@ -25,9 +25,9 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use prost::Message;
 
-use crate::error::{Error, Result};
-use crate::proto;
-use crate::validate::{MAX_BATCH, MAX_TEXT_LEN};
+use dip_hub::error::{Error, Result};
+use dip_hub::proto;
+use dip_hub::validate::{MAX_BATCH, MAX_TEXT_LEN};
 
 use hub::{BenchDir, ChildHub};
 use report::{Outcome, Report};
@@ -550,7 +550,7 @@ mod tests {
         );
         assert_ne!(workload.plain(1).value, workload.plain(2).value);
         // Values are valid for the hub: they pass its validation.
-        let batch = crate::validate::PublishBatch::try_from(proto::PublishRequest {
+        let batch = dip_hub::validate::PublishBatch::try_from(proto::PublishRequest {
             indicators: vec![workload.plain(0), workload.stamped(999_999_999, 1)],
             idempotency_key: String::new(),
         });

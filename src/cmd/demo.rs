@@ -13,13 +13,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use crate::cli::{DemoArgs, certs_init};
-use crate::client::{self, ClientCerts};
-use crate::config::{Config, TlsFiles};
-use crate::error::{Error, Result};
-use crate::indicator::{ActionType, Category, EventType, Kind, Risk, Tlp};
-use crate::proto;
-use crate::proto::indicator_hub_client::IndicatorHubClient;
+use crate::cmd::{DemoArgs, certs_init};
+use dip_hub::client::{self, ClientCerts};
+use dip_hub::config::{Config, TlsFiles};
+use dip_hub::error::{Error, Result};
+use dip_hub::indicator::{ActionType, Category, EventType, Kind, Risk, Tlp};
+use dip_hub::proto;
+use dip_hub::proto::indicator_hub_client::IndicatorHubClient;
 
 type Client = IndicatorHubClient<Channel>;
 
@@ -53,7 +53,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .local_addr()
         .map_err(|e| Error::io("listener address", e))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::server::run(config, listener, async {
+    let server = tokio::spawn(dip_hub::server::run(config, listener, async {
         let _ = stopped.await;
     }));
 

@@ -14,9 +14,9 @@ use hdrhistogram::Histogram;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::error::{Error, Result};
-use crate::proto;
-use crate::proto::indicator_hub_client::IndicatorHubClient;
+use dip_hub::error::{Error, Result};
+use dip_hub::proto;
+use dip_hub::proto::indicator_hub_client::IndicatorHubClient;
 
 use super::Workload;
 use super::hub::{BenchDir, ChildHub, publisher_org};

@@ -12,8 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
-use crate::error::{Error, Result};
-use crate::proto;
+use dip_hub::error::{Error, Result};
+use dip_hub::proto;
 
 /// `SubscribeResponse`, decoding only the fields the benchmark measures
 /// (prost skips the others).
@@ -54,7 +54,7 @@ pub async fn subscribe(
     request: proto::SubscribeRequest,
 ) -> Result<tonic::Streaming<LightResponse>> {
     let mut grpc = tonic::client::Grpc::new(channel)
-        .max_decoding_message_size(crate::client::MAX_RESPONSE_BYTES);
+        .max_decoding_message_size(dip_hub::client::MAX_RESPONSE_BYTES);
     grpc.ready()
         .await
         .map_err(|e| Error::Unavailable(format!("the hub connection is not ready: {e}")))?;
@@ -177,8 +177,8 @@ mod tests {
             }),
             ..Default::default()
         };
-        let mut frame = crate::frame::Frame::default();
-        frame.push_entry(crate::frame::encode_event_entry(&event));
+        let mut frame = dip_hub::frame::Frame::default();
+        frame.push_entry(dip_hub::frame::encode_event_entry(&event));
         let light = LightResponse::decode(frame.encode_to_vec().as_slice()).expect("decodes");
         assert_eq!(light.events.len(), 1);
         assert_eq!(light.events[0].sequence, 42);

@@ -5,20 +5,23 @@
 //! `serve`, and printing results (stdout) apart from diagnostics (stderr, via
 //! tracing). Must never hold hub logic: it calls the library.
 
+pub mod bench;
+pub mod demo;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use crate::client::{self, ClientCerts};
-use crate::config::{ServeFile, ServeSettings};
-use crate::error::{Error, Result};
-use crate::indicator::{ActionType, Category, Kind, Risk, Tlp};
-use crate::pki;
-use crate::proto;
-use crate::registry::Registry;
-use crate::server::{Controls, Listeners};
+use dip_hub::client::{self, ClientCerts};
+use dip_hub::config::{ServeFile, ServeSettings};
+use dip_hub::error::{Error, Result};
+use dip_hub::indicator::{ActionType, Category, Kind, Risk, Tlp};
+use dip_hub::pki;
+use dip_hub::proto;
+use dip_hub::registry::Registry;
+use dip_hub::server::{Controls, Listeners};
 
 /// DIP Hub: share fraud indicators between organisations in real time, over mutual TLS.
 #[derive(Debug, Parser)]
@@ -58,7 +61,7 @@ pub enum Command {
     /// Operate a running hub (regulator only): organisations, CRL reload, audit trail.
     Admin(AdminArgs),
     /// Load-test a hub of its own (child process, temporary PKI and database, loopback).
-    Bench(crate::bench::BenchArgs),
+    Bench(crate::cmd::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -413,9 +416,9 @@ pub async fn execute(command: Command) -> Result<()> {
         Command::Subscribe(args) => subscribe(args).await,
         Command::Lookup(args) => lookup(args).await,
         Command::Snapshot(args) => snapshot(args).await,
-        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Demo(args) => crate::cmd::demo::run(args).await,
         Command::Admin(args) => admin(args).await,
-        Command::Bench(args) => crate::bench::run(args).await,
+        Command::Bench(args) => crate::cmd::bench::run(args).await,
     }
 }
 
@@ -459,7 +462,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         shutdown: Box::pin(shutdown_signal()),
         reload: Some(reload_signal()),
     };
-    crate::server::serve(config, Listeners { grpc, metrics }, controls).await
+    dip_hub::server::serve(config, Listeners { grpc, metrics }, controls).await
 }
 
 /// A message on every SIGHUP: reload TLS credentials and CRLs.
@@ -520,7 +523,7 @@ fn print_json(value: &serde_json::Value) {
 async fn publish(args: PublishArgs) -> Result<()> {
     let mut client = args.client.connect().await?;
     let valid_until = args.valid_hours.map(|hours| {
-        crate::wire::timestamp(crate::indicator::now_millis() + i64::from(hours) * 3_600_000)
+        dip_hub::wire::timestamp(dip_hub::indicator::now_millis() + i64::from(hours) * 3_600_000)
     });
     let request = proto::PublishRequest {
         indicators: vec![proto::Indicator {
@@ -584,7 +587,7 @@ fn events_json(events: &[proto::EventRef], replayed: bool) -> serde_json::Value 
         "events": events.iter().map(|e| serde_json::json!({
             "sequence": e.sequence,
             "event_id": e.event_id,
-            "type": crate::indicator::EventType::try_from(e.r#type).map(|t| t.as_str_name()).unwrap_or("?"),
+            "type": dip_hub::indicator::EventType::try_from(e.r#type).map(|t| t.as_str_name()).unwrap_or("?"),
         })).collect::<Vec<_>>(),
     })
 }
@@ -777,8 +780,8 @@ async fn admin(args: AdminArgs) -> Result<()> {
         }
         AdminCommand::Audit { hours, limit } => {
             let since = hours.map(|hours| {
-                crate::wire::timestamp(
-                    crate::indicator::now_millis() - i64::from(hours) * 3_600_000,
+                dip_hub::wire::timestamp(
+                    dip_hub::indicator::now_millis() - i64::from(hours) * 3_600_000,
                 )
             });
             let entries = admin
@@ -789,7 +792,7 @@ async fn admin(args: AdminArgs) -> Result<()> {
                 .entries;
             for entry in &entries {
                 print_json(&serde_json::json!({
-                    "time": entry.time.as_ref().map(crate::wire::millis),
+                    "time": entry.time.as_ref().map(dip_hub::wire::millis),
                     "org": entry.org,
                     "cert_serial": entry.cert_serial,
                     "action": entry.action,

@@ -1,0 +1,8 @@
+//! The write side: the one writer (sequencer) and its storage (log), the hub's
+//! own expiry publisher, and the encoding of what the writer produces (wire).
+//! Owns invariants 1 and 2 (sequences without gaps, ack only after flush).
+
+pub mod expiry;
+pub mod log;
+pub mod sequencer;
+pub mod wire;
