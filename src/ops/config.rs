@@ -246,7 +246,7 @@ mod tests {
 
     #[test]
     fn the_shipped_example_parses() {
-        let example = include_str!("../certs/hub.example.toml");
+        let example = include_str!("../../certs/hub.example.toml");
         let file: ServeFile = toml::from_str(example).expect("example parses");
         assert!(file.metrics_listen.is_some());
     }
