@@ -165,18 +165,17 @@ pub fn digest_of<'a>(indicators: impl IntoIterator<Item = &'a proto::Indicator>)
 pub async fn snapshot(
     client: &mut IndicatorHubClient<Channel>,
     filter: proto::Filter,
-) -> Result<Snapshot> {
-    let broken = |problem: String| Error::Remote(tonic::Status::data_loss(problem));
+) -> Result<Snapshot, tonic::Status> {
+    let broken = tonic::Status::data_loss;
     let mut stream = client
         .snapshot(proto::SnapshotRequest {
             filter: Some(filter),
         })
-        .await
-        .map_err(Error::Remote)?
+        .await?
         .into_inner();
     let mut snapshot = Snapshot::default();
     let mut first = true;
-    while let Some(message) = stream.message().await.map_err(Error::Remote)? {
+    while let Some(message) = stream.message().await? {
         if first {
             snapshot.as_of_sequence = message.as_of_sequence;
             first = false;

@@ -31,9 +31,6 @@ pub enum Error {
     /// The hub is shutting down or its writer has stopped.
     #[error("{0}")]
     Unavailable(String),
-    /// What a hub answered a client (CLI, demo, benchmark).
-    #[error("the hub answered {:?}: {}", .0.code(), .0.message())]
-    Remote(Status),
     #[error("storage: {0}")]
     Storage(#[from] sled::Error),
     #[error("log record {sequence} is corrupt: {problem}")]
@@ -83,7 +80,6 @@ impl From<Error> for Status {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Unavailable(_) => Code::Unavailable,
-            Error::Remote(status) => return status.clone(),
             Error::Storage(_)
             | Error::Corrupt { .. }
             | Error::Config(_)

@@ -28,18 +28,21 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             let code = exit_code(&error);
-            eprintln!("dip-hub: {:#}", anyhow::Error::from(error));
+            eprintln!("dip-hub: {error:#}");
             std::process::ExitCode::from(code)
         }
     }
 }
 
 /// 2: the configuration or the request was wrong; 3: the hub is unreachable; 1: anything else.
-fn exit_code(error: &dip_hub::Error) -> u8 {
+fn exit_code(error: &anyhow::Error) -> u8 {
     use dip_hub::Error;
-    match error {
-        Error::Config(_) | Error::InvalidArgument { .. } => 2,
-        Error::Unavailable(_) => 3,
+    if error.downcast_ref::<cmd::Usage>().is_some() {
+        return 2;
+    }
+    match error.downcast_ref::<Error>() {
+        Some(Error::Config(_) | Error::InvalidArgument { .. }) => 2,
+        Some(Error::Unavailable(_)) => 3,
         _ => 1,
     }
 }

@@ -9,14 +9,17 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::Args;
+
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use crate::cmd::{DemoArgs, certs_init};
+use anyhow::{Result, anyhow};
 use dip_hub::client::{self, ClientCerts};
 use dip_hub::config::{Config, TlsFiles};
-use dip_hub::error::{Error, Result};
+
+use crate::cmd::{io_error, remote};
 use dip_hub::indicator::{ActionType, Category, EventType, Kind, Risk, Tlp};
 use dip_hub::proto;
 use dip_hub::proto::indicator_hub_client::IndicatorHubClient;
@@ -24,6 +27,19 @@ use dip_hub::proto::indicator_hub_client::IndicatorHubClient;
 type Client = IndicatorHubClient<Channel>;
 
 /// Removes the demo's temporary database when the demo ends.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The database directory (default: a fresh temporary one, removed afterwards).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Development PKI directory (made if missing).
+    #[arg(long, default_value = "certs/dev")]
+    pub certs_dir: PathBuf,
+    /// The organisation registry.
+    #[arg(long, default_value = "certs/orgs.toml")]
+    pub registry: PathBuf,
+}
+
 struct TempDir(PathBuf);
 
 impl Drop for TempDir {
@@ -33,7 +49,7 @@ impl Drop for TempDir {
 }
 
 pub async fn run(args: DemoArgs) -> Result<()> {
-    certs_init(&args.certs_dir, &args.registry)?;
+    dip_hub::pki::init_dev_pki_for_registry(&args.certs_dir, &args.registry)?;
     let (data_dir, _cleanup) = match args.data_dir {
         Some(dir) => (dir, None),
         None => {
@@ -48,10 +64,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     );
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|e| Error::io("binding a loopback port", e))?;
+        .map_err(|e| io_error("binding a loopback port", e))?;
     let addr = listener
         .local_addr()
-        .map_err(|e| Error::io("listener address", e))?;
+        .map_err(|e| io_error("listener address", e))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(dip_hub::server::run(config, listener, async {
         let _ = stopped.await;
@@ -294,7 +310,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             value: "+91 98765 43210".into(),
         })
         .await
-        .map_err(Error::Remote)?
+        .map_err(remote)?
         .into_inner();
     if let Some(state) = state.state {
         println!("  {}", client::state_json(&state));
@@ -310,7 +326,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             .to_vec(),
         ..Default::default()
     };
-    let snapshot = client::snapshot(&mut late, filter).await?;
+    let snapshot = client::snapshot(&mut late, filter).await.map_err(remote)?;
     println!(
         "  tsp-two        ◀ as of #{}: {} active indicators, digest {} (checked)",
         snapshot.as_of_sequence,
@@ -334,7 +350,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let _ = stop.send(());
     server
         .await
-        .map_err(|e| Error::Unavailable(format!("the demo hub stopped abnormally: {e}")))??;
+        .map_err(|e| anyhow!("the demo hub stopped abnormally: {e}"))??;
     println!("\nthe hub stopped cleanly; every acknowledged event was on disk before its answer.");
     Ok(())
 }
@@ -381,7 +397,7 @@ async fn publish(client: &mut Client, org: &str, indicators: Vec<proto::Indicato
             idempotency_key: uuid::Uuid::now_v7().to_string(),
         })
         .await
-        .map_err(Error::Remote)?
+        .map_err(remote)?
         .into_inner();
     for (value, event) in raw.iter().zip(&response.events) {
         let kind = EventType::try_from(event.r#type).map_or("?", |t| t.as_str_name());
@@ -414,7 +430,7 @@ async fn report(
             idempotency_key: String::new(),
         })
         .await
-        .map_err(Error::Remote)?
+        .map_err(remote)?
         .into_inner();
     let sequence = response
         .events
@@ -462,7 +478,7 @@ async fn listen(
     let mut stream = client
         .subscribe(request)
         .await
-        .map_err(Error::Remote)?
+        .map_err(remote)?
         .into_inner();
     let mut seen = 0u64;
     let mut by_type = BTreeMap::new();
@@ -473,7 +489,7 @@ async fn listen(
             break;
         }
         let message = tokio::select! {
-            message = stream.message() => message.map_err(Error::Remote)?,
+            message = stream.message() => message.map_err(remote)?,
             _ = target.changed() => continue,
         };
         let Some(message) = message else { break };

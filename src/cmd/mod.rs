@@ -1,27 +1,34 @@
-//! The `dip-hub` command line: one subcommand per job, raw arguments turned into a
-//! validated configuration once.
+//! The `dip-hub` command line: one subcommand per job, one file per subcommand,
+//! raw arguments turned into a validated configuration once.
 //!
-//! Owns: argument parsing (clap, doc comments as help), signal handling for
-//! `serve`, and printing results (stdout) apart from diagnostics (stderr, via
-//! tracing). Must never hold hub logic: it calls the library.
+//! Owns: argument parsing (clap, doc comments as help), the one path a client
+//! command takes (connect, call, print), printing results (stdout) apart from
+//! diagnostics (stderr, via tracing), and the application's errors (`anyhow`).
+//! Must never hold hub logic: it calls the library's public API like any client.
 
+pub mod action;
+pub mod admin;
 pub mod bench;
+pub mod certs;
 pub mod demo;
+pub mod lookup;
+pub mod publish;
+pub mod revoke;
+pub mod serve;
+pub mod snapshot;
+pub mod subscribe;
 
-use std::net::SocketAddr;
+use std::future::Future;
 use std::path::PathBuf;
 
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use tokio::net::TcpListener;
+use tonic::transport::Channel;
 
 use dip_hub::client::{self, ClientCerts};
-use dip_hub::config::{ServeFile, ServeSettings};
-use dip_hub::error::{Error, Result};
 use dip_hub::indicator::{ActionType, Category, Kind, Risk, Tlp};
-use dip_hub::pki;
 use dip_hub::proto;
-use dip_hub::registry::Registry;
-use dip_hub::server::{Controls, Listeners};
+use dip_hub::proto::indicator_hub_client::IndicatorHubClient;
 
 /// DIP Hub: share fraud indicators between organisations in real time, over mutual TLS.
 #[derive(Debug, Parser)]
@@ -39,157 +46,29 @@ pub enum Command {
     /// Development PKI: a CA, a server certificate, one client certificate per organisation.
     Certs {
         #[command(subcommand)]
-        command: CertsCommand,
+        command: certs::CertsCommand,
     },
     /// Run the hub.
-    Serve(ServeArgs),
+    Serve(serve::ServeArgs),
     /// Publish one indicator as an organisation.
-    Publish(PublishArgs),
+    Publish(publish::PublishArgs),
     /// Revoke (withdraw) an indicator you published.
-    Revoke(RevokeArgs),
+    Revoke(revoke::RevokeArgs),
     /// Report what your organisation did about an indicator.
-    Action(ActionArgs),
+    Action(action::ActionArgs),
     /// Follow the hub's events as JSON lines on stdout.
-    Subscribe(SubscribeArgs),
+    Subscribe(subscribe::SubscribeArgs),
     /// The current state of one indicator, as JSON.
-    Lookup(LookupArgs),
+    Lookup(lookup::LookupArgs),
     /// Every active indicator you may see (matching the filter), as of one sequence:
     /// CSV or JSON on stdout; the sequence and the digest on stderr.
-    Snapshot(SnapshotArgs),
+    Snapshot(snapshot::SnapshotArgs),
     /// Start a hub on a fresh embedded database and watch simulated stakeholders use it.
-    Demo(DemoArgs),
+    Demo(demo::DemoArgs),
     /// Operate a running hub (regulator only): organisations, CRL reload, audit trail.
-    Admin(AdminArgs),
+    Admin(admin::AdminArgs),
     /// Load-test a hub of its own (child process, temporary PKI and database, loopback).
-    Bench(crate::cmd::bench::BenchArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct AdminArgs {
-    #[command(flatten)]
-    pub client: ClientArgs,
-    #[command(subcommand)]
-    pub command: AdminCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AdminCommand {
-    /// Every organisation, as JSON lines.
-    Orgs,
-    /// Onboard an organisation (ACTIVE), or change its name and role.
-    Onboard {
-        #[arg(long)]
-        id: String,
-        #[arg(long)]
-        name: String,
-        /// REGULATOR, LAW_ENFORCEMENT, BANK, TSP, PAYMENT_OPERATOR or PLATFORM.
-        #[arg(long, value_parser = parse_enum::<proto::OrgRole>)]
-        role: proto::OrgRole,
-    },
-    /// Suspend an organisation: its live streams end, its calls are refused.
-    Suspend {
-        #[arg(long)]
-        id: String,
-        /// Why (stored with the change).
-        #[arg(long)]
-        reason: String,
-    },
-    /// Reactivate a suspended organisation.
-    Activate {
-        #[arg(long)]
-        id: String,
-        #[arg(long, default_value = "")]
-        reason: String,
-    },
-    /// Re-read the CA, the server certificate and the CRLs (as SIGHUP does).
-    ReloadCrls,
-    /// The audit trail (who looked what up), oldest first, as JSON lines.
-    Audit {
-        /// Only entries from the last this many hours.
-        #[arg(long)]
-        hours: Option<u32>,
-        /// At most this many entries (up to 10000).
-        #[arg(long, default_value_t = 1000)]
-        limit: u32,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum CertsCommand {
-    /// Create what is missing: CA, server certificate, organisation certificates.
-    Init {
-        /// Where the PKI lives (private keys are generated here, never committed).
-        #[arg(long, default_value = "certs/dev")]
-        dir: PathBuf,
-        /// The organisation registry: one client certificate per organisation.
-        #[arg(long, default_value = "certs/orgs.toml")]
-        registry: PathBuf,
-    },
-}
-
-/// Settings of `serve`: flag > environment variable > `--config` file > default.
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Config file (TOML; see certs/hub.example.toml). Flags and DIP_* override it.
-    #[arg(long, env = "DIP_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:7443].
-    #[arg(long, env = "DIP_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// Address for Prometheus metrics over plain HTTP (/metrics), e.g. 127.0.0.1:9464 [default: none].
-    #[arg(long, env = "DIP_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
-    /// The sled database directory [default: dip-data].
-    #[arg(long, env = "DIP_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Development PKI directory (ca.pem, server.pem, server.key) [default: certs/dev].
-    #[arg(long, env = "DIP_CERTS_DIR")]
-    pub certs_dir: Option<PathBuf>,
-    /// CA certificate that signs client certificates (overrides --certs-dir).
-    #[arg(long, env = "DIP_CA")]
-    pub ca: Option<PathBuf>,
-    /// Server certificate (overrides --certs-dir).
-    #[arg(long, env = "DIP_CERT")]
-    pub cert: Option<PathBuf>,
-    /// Server private key (overrides --certs-dir).
-    #[arg(long, env = "DIP_KEY")]
-    pub key: Option<PathBuf>,
-    /// Certificate revocation list (PEM); repeatable (DIP_CRLS: comma-separated). Re-read on SIGHUP.
-    #[arg(long, env = "DIP_CRLS", value_delimiter = ',')]
-    pub crl: Vec<PathBuf>,
-    /// The organisation registry [default: certs/orgs.toml].
-    #[arg(long, env = "DIP_REGISTRY")]
-    pub registry: Option<PathBuf>,
-    /// Recent events kept for subscribers that are behind [default: 16384].
-    #[arg(long, env = "DIP_FEED_CAPACITY")]
-    pub feed_capacity: Option<usize>,
-    /// Seconds shutdown waits for in-flight requests and streams [default: 10].
-    #[arg(long, env = "DIP_SHUTDOWN_GRACE_SECONDS")]
-    pub shutdown_grace_seconds: Option<u64>,
-}
-
-impl ServeArgs {
-    /// The settings, with the config file (if any) beneath flags and environment.
-    pub fn settings(&self) -> Result<ServeSettings> {
-        let file = match &self.config {
-            Some(path) => ServeFile::load(path)?,
-            None => ServeFile::default(),
-        };
-        let given = ServeFile {
-            listen: self.listen,
-            metrics_listen: self.metrics_listen,
-            data_dir: self.data_dir.clone(),
-            certs_dir: self.certs_dir.clone(),
-            ca: self.ca.clone(),
-            cert: self.cert.clone(),
-            key: self.key.clone(),
-            crls: self.crl.clone(),
-            registry: self.registry.clone(),
-            feed_capacity: self.feed_capacity,
-            shutdown_grace_seconds: self.shutdown_grace_seconds,
-        };
-        given.over(file).settings()
-    }
+    Bench(bench::BenchArgs),
 }
 
 /// How a client reaches the hub and who it is.
@@ -216,7 +95,7 @@ pub struct ClientArgs {
 }
 
 impl ClientArgs {
-    fn certs(&self) -> Result<ClientCerts> {
+    fn certs(&self) -> dip_hub::Result<ClientCerts> {
         match (&self.cert, &self.key, &self.ca, &self.org) {
             (Some(cert), Some(key), Some(ca), _) => Ok(ClientCerts {
                 ca: ca.clone(),
@@ -224,151 +103,19 @@ impl ClientArgs {
                 key: key.clone(),
             }),
             (_, _, _, Some(org)) => Ok(ClientCerts::dev(&self.certs_dir, org)),
-            _ => Err(Error::Config(
+            _ => Err(dip_hub::Error::Config(
                 "say who you are: --as ORG (development PKI) or --cert, --key and --ca".into(),
             )),
         }
     }
 
-    async fn connect(
-        &self,
-    ) -> Result<proto::indicator_hub_client::IndicatorHubClient<tonic::transport::Channel>> {
-        client::connect(&self.hub, &self.certs()?).await
+    async fn connect(&self) -> Result<IndicatorHubClient<Channel>> {
+        Ok(client::connect(&self.hub, &self.certs()?).await?)
     }
-}
 
-#[derive(Debug, Args)]
-pub struct PublishArgs {
-    #[command(flatten)]
-    pub client: ClientArgs,
-    /// PHONE_NUMBER, IMEI, URL, DOMAIN, IP_ADDRESS, UPI_ID, BANK_ACCOUNT, EMAIL or SMS_HEADER.
-    #[arg(long, value_parser = parse_enum::<Kind>)]
-    pub kind: Kind,
-    #[arg(long)]
-    pub value: String,
-    /// FRAUD_CALL, SPAM, PHISHING, MULE_ACCOUNT, STOLEN_HANDSET, FAKE_KYC, DISCONNECTED or VOIP_ABUSE.
-    #[arg(long, value_parser = parse_enum::<Category>)]
-    pub category: Category,
-    /// MEDIUM, HIGH or VERY_HIGH.
-    #[arg(long, value_parser = parse_enum::<Risk>, default_value = "HIGH")]
-    pub risk: Risk,
-    /// CLEAR, GREEN, AMBER or RED.
-    #[arg(long, value_parser = parse_enum::<Tlp>, default_value = "GREEN")]
-    pub tlp: Tlp,
-    #[arg(long, default_value = "")]
-    pub description: String,
-    /// Expire the indicator after this many hours.
-    #[arg(long)]
-    pub valid_hours: Option<u32>,
-    /// Retrying with the same key never publishes twice.
-    #[arg(long, default_value = "")]
-    pub idempotency_key: String,
-}
-
-#[derive(Debug, Args)]
-pub struct RevokeArgs {
-    #[command(flatten)]
-    pub client: ClientArgs,
-    #[arg(long, value_parser = parse_enum::<Kind>)]
-    pub kind: Kind,
-    #[arg(long)]
-    pub value: String,
-    /// Why it is withdrawn.
-    #[arg(long)]
-    pub reason: String,
-}
-
-#[derive(Debug, Args)]
-pub struct ActionArgs {
-    #[command(flatten)]
-    pub client: ClientArgs,
-    #[arg(long, value_parser = parse_enum::<Kind>)]
-    pub kind: Kind,
-    #[arg(long)]
-    pub value: String,
-    /// NUMBER_DISCONNECTED, ACCOUNT_FROZEN, ACCOUNT_DEREGISTERED, UPI_ID_DELINKED, URL_BLOCKED, HANDSET_BLOCKED or OTHER_ACTION.
-    #[arg(long, value_parser = parse_enum::<ActionType>)]
-    pub action: ActionType,
-    #[arg(long, default_value = "")]
-    pub note: String,
-}
-
-#[derive(Debug, Args)]
-pub struct SubscribeArgs {
-    #[command(flatten)]
-    pub client: ClientArgs,
-    /// Only these kinds (repeatable).
-    #[arg(long = "kind", value_parser = parse_enum::<Kind>)]
-    pub kinds: Vec<Kind>,
-    /// Only these categories (repeatable).
-    #[arg(long = "category", value_parser = parse_enum::<Category>)]
-    pub categories: Vec<Category>,
-    /// Only this risk and above.
-    #[arg(long, value_parser = parse_enum::<Risk>)]
-    pub min_risk: Option<Risk>,
-    /// Start after this sequence (0: from the beginning).
-    #[arg(long, default_value_t = 0)]
-    pub after: u64,
-    /// Only events from now on.
-    #[arg(long, conflicts_with = "after")]
-    pub from_now: bool,
-    /// Durable consumer name: resume after its last acknowledged sequence, and
-    /// acknowledge each message once its events are written to stdout.
-    #[arg(long, default_value = "")]
-    pub consumer: String,
-    /// Stop after this many events.
-    #[arg(long)]
-    pub limit: Option<u64>,
-}
-
-#[derive(Debug, Args)]
-pub struct LookupArgs {
-    #[command(flatten)]
-    pub client: ClientArgs,
-    #[arg(long, value_parser = parse_enum::<Kind>)]
-    pub kind: Kind,
-    #[arg(long)]
-    pub value: String,
-}
-
-/// How a snapshot is written out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum SnapshotFormat {
-    /// A header, then one line per indicator:
-    /// kind,value,category,risk,tlp,source_org,first_seen,last_seen (times in Unix ms).
-    Csv,
-    /// One JSON object: as_of_sequence, digest, count, indicators.
-    Json,
-}
-
-#[derive(Debug, Args)]
-pub struct SnapshotArgs {
-    #[command(flatten)]
-    pub client: ClientArgs,
-    #[arg(long, value_enum, default_value = "csv")]
-    pub format: SnapshotFormat,
-    /// Only these kinds (repeatable).
-    #[arg(long = "kind", value_parser = parse_enum::<Kind>)]
-    pub kinds: Vec<Kind>,
-    /// Only these categories (repeatable).
-    #[arg(long = "category", value_parser = parse_enum::<Category>)]
-    pub categories: Vec<Category>,
-    /// Only this risk and above.
-    #[arg(long, value_parser = parse_enum::<Risk>)]
-    pub min_risk: Option<Risk>,
-}
-
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// The database directory (default: a fresh temporary one, removed afterwards).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Development PKI directory (made if missing).
-    #[arg(long, default_value = "certs/dev")]
-    pub certs_dir: PathBuf,
-    /// The organisation registry.
-    #[arg(long, default_value = "certs/orgs.toml")]
-    pub registry: PathBuf,
+    async fn channel(&self) -> Result<Channel> {
+        Ok(client::channel(&self.hub, &self.certs()?).await?)
+    }
 }
 
 /// Parses an enumeration by its protobuf name, case-insensitively.
@@ -406,178 +153,71 @@ enum_from_name! {
 /// Runs one command to completion.
 pub async fn execute(command: Command) -> Result<()> {
     match command {
-        Command::Certs {
-            command: CertsCommand::Init { dir, registry },
-        } => certs_init(&dir, &registry),
-        Command::Serve(args) => serve(args).await,
-        Command::Publish(args) => publish(args).await,
-        Command::Revoke(args) => revoke(args).await,
-        Command::Action(args) => action(args).await,
-        Command::Subscribe(args) => subscribe(args).await,
-        Command::Lookup(args) => lookup(args).await,
-        Command::Snapshot(args) => snapshot(args).await,
-        Command::Demo(args) => crate::cmd::demo::run(args).await,
-        Command::Admin(args) => admin(args).await,
-        Command::Bench(args) => crate::cmd::bench::run(args).await,
+        Command::Certs { command } => certs::run(command),
+        Command::Serve(args) => serve::run(args).await,
+        Command::Publish(args) => publish::run(args).await,
+        Command::Revoke(args) => revoke::run(args).await,
+        Command::Action(args) => action::run(args).await,
+        Command::Subscribe(args) => subscribe::run(args).await,
+        Command::Lookup(args) => lookup::run(args).await,
+        Command::Snapshot(args) => snapshot::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Admin(args) => admin::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 
-pub fn certs_init(dir: &std::path::Path, registry: &std::path::Path) -> Result<()> {
-    let orgs: Vec<String> = Registry::load(registry)?
-        .all()
-        .into_iter()
-        .map(|o| o.id)
-        .collect();
-    let report = pki::init_dev_pki(dir, &orgs, &["localhost", "127.0.0.1"])?;
-    tracing::info!(dir = %dir.display(), ?report, "development PKI ready");
-    Ok(())
-}
+/// What a hub answered a client command: the status, its code shown by name.
+#[derive(Debug)]
+pub struct Remote(pub tonic::Status);
 
-/// What `serve` prints on stdout once it listens, followed by the bound address.
-pub const LISTENING_PREFIX: &str = "listening on ";
-
-async fn serve(args: ServeArgs) -> Result<()> {
-    let ServeSettings {
-        listen,
-        metrics_listen,
-        config,
-    } = args.settings()?;
-    let grpc = TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::io(format!("listening on {listen}"), e))?;
-    // The bound address (useful with port 0), for whoever started the hub.
-    let bound = grpc
-        .local_addr()
-        .map_err(|e| Error::io("listener address", e))?;
-    println!("{LISTENING_PREFIX}{bound}");
-    let metrics = match metrics_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| Error::io(format!("listening for metrics on {addr}"), e))?,
-        ),
-        None => None,
-    };
-    let controls = Controls {
-        shutdown: Box::pin(shutdown_signal()),
-        reload: Some(reload_signal()),
-    };
-    dip_hub::server::serve(config, Listeners { grpc, metrics }, controls).await
-}
-
-/// A message on every SIGHUP: reload TLS credentials and CRLs.
-fn reload_signal() -> tokio::sync::mpsc::Receiver<()> {
-    let (trigger, reload) = tokio::sync::mpsc::channel(1);
-    #[cfg(unix)]
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(mut hangup) => {
-            tokio::spawn(async move {
-                while hangup.recv().await.is_some() {
-                    tracing::info!("SIGHUP: reloading TLS credentials and CRLs");
-                    // A reload already pending covers this one.
-                    let _ = trigger.try_send(());
-                }
-            });
-        }
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGHUP; reload with Admin.ReloadCrls")
-        }
-    }
-    #[cfg(not(unix))]
-    drop(trigger);
-    reload
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+impl std::fmt::Display for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the hub answered {:?}: {}",
+            self.0.code(),
+            self.0.message()
+        )
     }
 }
 
-fn print_json(value: &serde_json::Value) {
-    println!("{value}");
+impl std::error::Error for Remote {}
+
+/// A status from the hub, as the application's error.
+pub fn remote(status: tonic::Status) -> anyhow::Error {
+    Remote(status).into()
 }
 
-async fn publish(args: PublishArgs) -> Result<()> {
-    let mut client = args.client.connect().await?;
-    let valid_until = args.valid_hours.map(|hours| {
-        dip_hub::wire::timestamp(dip_hub::indicator::now_millis() + i64::from(hours) * 3_600_000)
-    });
-    let request = proto::PublishRequest {
-        indicators: vec![proto::Indicator {
-            kind: args.kind as i32,
-            value: args.value,
-            category: args.category as i32,
-            risk: args.risk as i32,
-            description: args.description,
-            valid_until,
-            tlp: args.tlp as i32,
-        }],
-        idempotency_key: args.idempotency_key,
-    };
-    let response = client
-        .publish(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    print_json(&events_json(&response.events, response.replayed));
-    Ok(())
+/// A command line that asks for something impossible (exit code 2, like a
+/// configuration error).
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
-async fn revoke(args: RevokeArgs) -> Result<()> {
-    let mut client = args.client.connect().await?;
-    let request = proto::RevokeRequest {
-        kind: args.kind as i32,
-        value: args.value,
-        reason: args.reason,
-        idempotency_key: String::new(),
-    };
-    let response = client
-        .revoke(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    print_json(&events_json(&response.events, response.replayed));
-    Ok(())
+impl std::error::Error for Usage {}
+
+/// `context` plus an I/O error, as the application's error.
+pub fn io_error(context: impl Into<String>, error: std::io::Error) -> anyhow::Error {
+    anyhow::Error::new(error).context(context.into())
 }
 
-async fn action(args: ActionArgs) -> Result<()> {
-    let mut client = args.client.connect().await?;
-    let request = proto::ReportActionRequest {
-        kind: args.kind as i32,
-        value: args.value,
-        action: args.action as i32,
-        note: args.note,
-        idempotency_key: String::new(),
-    };
-    let response = client
-        .report_action(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    print_json(&events_json(&response.events, response.replayed));
+/// The one path of the commands that change an indicator (publish, revoke,
+/// action): connect as the organisation, make the call, print the events it
+/// committed as one JSON line.
+async fn write<F, Fut>(args: &ClientArgs, call: F) -> Result<()>
+where
+    F: FnOnce(IndicatorHubClient<Channel>) -> Fut,
+    Fut: Future<Output = std::result::Result<(Vec<proto::EventRef>, bool), tonic::Status>>,
+{
+    let client = args.connect().await?;
+    let (events, replayed) = call(client).await.map_err(remote)?;
+    print_json(&events_json(&events, replayed));
     Ok(())
 }
 
@@ -592,219 +232,6 @@ fn events_json(events: &[proto::EventRef], replayed: bool) -> serde_json::Value 
     })
 }
 
-async fn subscribe(args: SubscribeArgs) -> Result<()> {
-    let mut client = args.client.connect().await?;
-    let request = proto::SubscribeRequest {
-        filter: Some(proto::Filter {
-            kinds: args.kinds.iter().map(|k| *k as i32).collect(),
-            categories: args.categories.iter().map(|c| *c as i32).collect(),
-            min_risk: args.min_risk.map_or(0, |r| r as i32),
-            types: Vec::new(),
-        }),
-        after_sequence: args.after,
-        from_now: args.from_now,
-        consumer: args.consumer.clone(),
-        heartbeat_seconds: 0,
-    };
-    let mut stream = client
-        .subscribe(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let mut seen = 0;
-    while let Some(message) = stream.message().await.map_err(status_error)? {
-        let mut done = None;
-        if let Some(heartbeat) = &message.heartbeat {
-            tracing::debug!(
-                head = heartbeat.head_sequence,
-                delivered_through = heartbeat.delivered_through,
-                "heartbeat"
-            );
-            done = Some(heartbeat.delivered_through);
-        }
-        for event in &message.events {
-            print_json(&client::event_json(event));
-            done = Some(event.sequence);
-            seen += 1;
-            if args.limit.is_some_and(|limit| seen >= limit) {
-                break;
-            }
-        }
-        if let (false, Some(sequence)) = (args.consumer.is_empty(), done) {
-            use std::io::Write;
-            std::io::stdout()
-                .flush()
-                .map_err(|e| Error::io("writing events to stdout", e))?;
-            let acked = client
-                .ack(proto::AckRequest {
-                    consumer: args.consumer.clone(),
-                    sequence,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            tracing::debug!(acknowledged = acked.acknowledged_sequence, "acknowledged");
-        }
-        if args.limit.is_some_and(|limit| seen >= limit) {
-            return Ok(());
-        }
-    }
-    Ok(())
-}
-
-async fn snapshot(args: SnapshotArgs) -> Result<()> {
-    let mut client = args.client.connect().await?;
-    let filter = proto::Filter {
-        kinds: args.kinds.iter().map(|k| *k as i32).collect(),
-        categories: args.categories.iter().map(|c| *c as i32).collect(),
-        min_risk: args.min_risk.map_or(0, |r| r as i32),
-        types: Vec::new(),
-    };
-    let snapshot = client::snapshot(&mut client, filter).await?;
-    let mut out = String::new();
-    match args.format {
-        SnapshotFormat::Csv => {
-            out.push_str("kind,value,category,risk,tlp,source_org,first_seen,last_seen\n");
-            for state in &snapshot.indicators {
-                out.push_str(&client::csv_line(state));
-                out.push('\n');
-            }
-        }
-        SnapshotFormat::Json => {
-            let json = serde_json::json!({
-                "as_of_sequence": snapshot.as_of_sequence,
-                "digest": snapshot.digest,
-                "count": snapshot.indicators.len(),
-                "indicators": snapshot.indicators.iter().map(client::state_json).collect::<Vec<_>>(),
-            });
-            out.push_str(&json.to_string());
-            out.push('\n');
-        }
-    }
-    use std::io::Write;
-    std::io::stdout()
-        .write_all(out.as_bytes())
-        .and_then(|()| std::io::stdout().flush())
-        .map_err(|e| Error::io("writing the snapshot to stdout", e))?;
-    eprintln!(
-        "as_of_sequence={} digest={} count={} (subscribe with --after {} to stay exact)",
-        snapshot.as_of_sequence,
-        snapshot.digest,
-        snapshot.indicators.len(),
-        snapshot.as_of_sequence
-    );
-    Ok(())
-}
-
-async fn lookup(args: LookupArgs) -> Result<()> {
-    let mut client = args.client.connect().await?;
-    let request = proto::LookupRequest {
-        kind: args.kind as i32,
-        value: args.value,
-    };
-    let response = client
-        .lookup(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    match response.state {
-        Some(state) if response.found => print_json(&client::state_json(&state)),
-        _ => print_json(&serde_json::json!({ "found": false })),
-    }
-    Ok(())
-}
-
-/// A status from the hub, for the command line's error message.
-pub fn status_error(status: tonic::Status) -> Error {
-    Error::Remote(status)
-}
-
-async fn admin(args: AdminArgs) -> Result<()> {
-    use proto::admin_client::AdminClient;
-    let channel = client::channel(&args.client.hub, &args.client.certs()?).await?;
-    let mut admin = AdminClient::new(channel);
-    let org_json = |org: &proto::Org| {
-        serde_json::json!({
-            "id": org.id,
-            "name": org.name,
-            "role": proto::OrgRole::try_from(org.role).map_or("?", |r| r.as_str_name()),
-            "status": proto::OrgStatus::try_from(org.status).map_or("?", |s| s.as_str_name()),
-        })
-    };
-    let set_status =
-        |id: String, status: proto::OrgStatus, reason: String| proto::SetOrgStatusRequest {
-            id,
-            status: status as i32,
-            reason,
-        };
-    let changed = match args.command {
-        AdminCommand::Orgs => {
-            let orgs = admin
-                .list_orgs(proto::ListOrgsRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .orgs;
-            for org in &orgs {
-                print_json(&org_json(org));
-            }
-            return Ok(());
-        }
-        AdminCommand::Onboard { id, name, role } => admin
-            .onboard_org(proto::OnboardOrgRequest {
-                id,
-                name,
-                role: role as i32,
-            })
-            .await
-            .map_err(status_error)?,
-        AdminCommand::Suspend { id, reason } => admin
-            .set_org_status(set_status(id, proto::OrgStatus::OrgSuspended, reason))
-            .await
-            .map_err(status_error)?,
-        AdminCommand::Activate { id, reason } => admin
-            .set_org_status(set_status(id, proto::OrgStatus::OrgActive, reason))
-            .await
-            .map_err(status_error)?,
-        AdminCommand::ReloadCrls => {
-            let loaded = admin
-                .reload_crls(proto::ReloadCrlsRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            print_json(&serde_json::json!({
-                "crl_files": loaded.crls,
-                "revoked_serials": loaded.revoked_serials,
-            }));
-            return Ok(());
-        }
-        AdminCommand::Audit { hours, limit } => {
-            let since = hours.map(|hours| {
-                dip_hub::wire::timestamp(
-                    dip_hub::indicator::now_millis() - i64::from(hours) * 3_600_000,
-                )
-            });
-            let entries = admin
-                .read_audit(proto::ReadAuditRequest { since, limit })
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .entries;
-            for entry in &entries {
-                print_json(&serde_json::json!({
-                    "time": entry.time.as_ref().map(dip_hub::wire::millis),
-                    "org": entry.org,
-                    "cert_serial": entry.cert_serial,
-                    "action": entry.action,
-                    "subject": entry.subject,
-                    "outcome": entry.outcome,
-                }));
-            }
-            return Ok(());
-        }
-    };
-    if let Some(org) = &changed.get_ref().org {
-        print_json(&org_json(org));
-    }
-    Ok(())
+fn print_json(value: &serde_json::Value) {
+    println!("{value}");
 }

@@ -40,6 +40,11 @@ use crate::sequencer::Sequencer;
 use crate::streams::Streams;
 use crate::tls;
 
+/// What `dip-hub serve` prints on stdout once it listens, followed by the bound
+/// address (`listening on 127.0.0.1:7443`): how a parent process that started
+/// the hub on port 0 learns where it is.
+pub const LISTENING_PREFIX: &str = "listening on ";
+
 /// Largest request the hub decodes (a full batch of 1000 indicators fits).
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 

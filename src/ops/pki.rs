@@ -343,6 +343,18 @@ impl InitReport {
     }
 }
 
+/// The development PKI for every organisation in the registry file at
+/// `registry`, with a server certificate for `localhost` and `127.0.0.1`
+/// (what `dip-hub certs init` and the demo set up).
+pub fn init_dev_pki_for_registry(dir: &Path, registry: &Path) -> Result<InitReport> {
+    let orgs: Vec<String> = crate::registry::Registry::load(registry)?
+        .all()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    init_dev_pki(dir, &orgs, &["localhost", "127.0.0.1"])
+}
+
 /// Creates or completes a dev PKI in `dir` (layout: [`DevPkiPaths`]).
 ///
 /// Loads the CA if `ca.pem` and `ca.key` exist, else generates one; then

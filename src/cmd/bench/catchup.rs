@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use dip_hub::error::{Error, Result};
+use anyhow::{Result, anyhow};
+
+use crate::cmd::remote;
 use dip_hub::proto;
 
 use super::Workload;
@@ -123,20 +125,20 @@ async fn fill(hub: &ChildHub, bench: &BenchDir, workload: &Workload, plan: Plan)
             loop {
                 let first = next.fetch_add(plan.batch as u64, Ordering::Relaxed);
                 if first >= plan.events {
-                    return Ok::<(), Error>(());
+                    return Ok::<(), anyhow::Error>(());
                 }
                 let last = (first + plan.batch as u64).min(plan.events);
                 let request = proto::PublishRequest {
                     indicators: (first..last).map(|n| workload.plain(n)).collect(),
                     idempotency_key: String::new(),
                 };
-                client.publish(request).await.map_err(Error::Remote)?;
+                client.publish(request).await.map_err(remote)?;
             }
         }));
     }
     for task in tasks {
         task.await
-            .map_err(|e| Error::Unavailable(format!("a filling publisher failed: {e}")))??;
+            .map_err(|e| anyhow!("a filling publisher failed: {e}"))??;
     }
     Ok(())
 }

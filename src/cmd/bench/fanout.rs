@@ -18,7 +18,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use dip_hub::error::{Error, Result};
+use anyhow::{Result, anyhow};
+
+use crate::cmd::remote;
 use dip_hub::proto;
 
 use super::hub::{BenchDir, ChildHub, publisher_org, subscriber_org};
@@ -52,7 +54,7 @@ struct Seen {
     check: SequenceCheck,
     latency: Histogram<u64>,
     last_delivery: Option<Instant>,
-    error: Option<Error>,
+    error: Option<anyhow::Error>,
 }
 
 pub async fn run(
@@ -100,8 +102,7 @@ pub async fn run(
     let (mut delivered, mut missed, mut duplicated, mut errors) = (0, 0, 0, published.errors);
     let mut last_delivery = start;
     while let Some(seen) = readers.join_next().await {
-        let seen =
-            seen.map_err(|e| Error::Unavailable(format!("a subscriber task failed: {e}")))?;
+        let seen = seen.map_err(|e| anyhow!("a subscriber task failed: {e}"))?;
         delivered += seen.check.received;
         missed += seen.check.missed_until(last);
         duplicated += seen.check.duplicated;
@@ -110,7 +111,7 @@ pub async fn run(
         }
         latency
             .add(&seen.latency)
-            .map_err(|e| Error::Config(format!("merging histograms: {e}")))?;
+            .map_err(|e| anyhow!("merging histograms: {e}"))?;
         if let Some(error) = seen.error {
             tracing::warn!(%error, "a subscriber stopped on an error");
             errors += 1;
@@ -269,11 +270,11 @@ async fn read(
                 }
             }
             Ok(None) => {
-                seen.error = Some(Error::Unavailable("the hub ended the stream".into()));
+                seen.error = Some(anyhow!("the hub ended the stream"));
                 break;
             }
             Err(status) => {
-                seen.error = Some(Error::Remote(status));
+                seen.error = Some(remote(status));
                 break;
             }
         }

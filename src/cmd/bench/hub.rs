@@ -17,12 +17,14 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::cmd::LISTENING_PREFIX;
+use anyhow::{Result, anyhow};
 use dip_hub::client::{self, ClientCerts};
-use dip_hub::error::{Error, Result};
+
+use crate::cmd::io_error;
 use dip_hub::pki;
 use dip_hub::proto;
 use dip_hub::proto::indicator_hub_client::IndicatorHubClient;
+use dip_hub::server::LISTENING_PREFIX;
 
 /// How long a stopping hub may take to drain before it is killed.
 const STOP_DEADLINE: Duration = Duration::from_secs(30);
@@ -69,10 +71,10 @@ impl BenchDir {
         let dir = tempfile::Builder::new()
             .prefix("dip-bench-")
             .tempdir()
-            .map_err(|e| Error::io("creating the benchmark's temporary directory", e))?;
+            .map_err(|e| io_error("creating the benchmark's temporary directory", e))?;
         let registry = dir.path().join("orgs.toml");
         std::fs::write(&registry, registry_toml(publishers, subscribers))
-            .map_err(|e| Error::io(format!("writing {}", registry.display()), e))?;
+            .map_err(|e| io_error(format!("writing {}", registry.display()), e))?;
         let orgs: Vec<String> = (1..=publishers)
             .map(publisher_org)
             .chain((1..=subscribers).map(subscriber_org))
@@ -108,11 +110,11 @@ impl ChildHub {
     /// `bench`, and waits until it answers a request, for at most `startup`.
     pub async fn start(bench: &BenchDir, name: &str, startup: Duration) -> Result<ChildHub> {
         let exe =
-            std::env::current_exe().map_err(|e| Error::io("finding the dip-hub executable", e))?;
+            std::env::current_exe().map_err(|e| io_error("finding the dip-hub executable", e))?;
         let data_dir = bench.path().join(format!("{name}-data"));
         let log_path = bench.path().join(format!("{name}-hub.log"));
         let log = std::fs::File::create(&log_path)
-            .map_err(|e| Error::io(format!("creating {}", log_path.display()), e))?;
+            .map_err(|e| io_error(format!("creating {}", log_path.display()), e))?;
         let mut child = Command::new(exe)
             .arg("serve")
             .arg("--listen")
@@ -132,14 +134,14 @@ impl ChildHub {
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| Error::io("starting the hub child process", e))?;
+            .map_err(|e| io_error("starting the hub child process", e))?;
         let pid = child
             .id()
-            .ok_or_else(|| Error::Unavailable("the hub child process exited at once".into()))?;
+            .ok_or_else(|| anyhow!("the hub child process exited at once"))?;
         let stdout = child
             .stdout
             .take()
-            .ok_or_else(|| Error::Unavailable("the hub child process has no stdout".into()))?;
+            .ok_or_else(|| anyhow!("the hub child process has no stdout"))?;
         let mut hub = ChildHub {
             child,
             pid,
@@ -181,7 +183,7 @@ impl ChildHub {
     }
 
     /// An error naming what went wrong, with the end of the hub's log.
-    fn failed(&mut self, what: &str) -> Error {
+    fn failed(&mut self, what: &str) -> anyhow::Error {
         let exited = match self.child.try_wait() {
             Ok(Some(status)) => format!(" (it exited: {status})"),
             _ => String::new(),
@@ -189,21 +191,21 @@ impl ChildHub {
         let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(10).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        Error::Unavailable(format!(
+        anyhow!(
             "the hub {what}{exited}; its log ({}) ends:\n{}",
             self.log_path.display(),
             tail.join("\n")
-        ))
+        )
     }
 
     /// A client acting as `org`, on a connection of its own.
     pub async fn client(&self, bench: &BenchDir, org: &str) -> Result<IndicatorHubClient<Channel>> {
-        client::connect(&self.url, &bench.certs(org)).await
+        Ok(client::connect(&self.url, &bench.certs(org)).await?)
     }
 
     /// A raw channel acting as `org`, on a connection of its own.
     pub async fn channel(&self, bench: &BenchDir, org: &str) -> Result<Channel> {
-        client::channel(&self.url, &bench.certs(org)).await
+        Ok(client::channel(&self.url, &bench.certs(org)).await?)
     }
 
     /// The hub's peak resident memory so far (VmHWM), in bytes.
@@ -236,9 +238,9 @@ impl ChildHub {
             removed
         })
         .await
-        .map_err(|e| Error::Unavailable(format!("removing the hub's database: {e}")))?;
+        .map_err(|e| anyhow!("removing the hub's database: {e}"))?;
         stopped?;
-        removed.map_err(|e| Error::io("removing the hub's database", e))
+        removed.map_err(|e| io_error("removing the hub's database", e))
     }
 
     async fn terminate(mut self) -> Result<()> {
@@ -246,7 +248,7 @@ impl ChildHub {
             return Err(self.failed("had already exited"));
         }
         let pid = libc::pid_t::try_from(self.pid)
-            .map_err(|_| Error::Unavailable(format!("hub pid {} out of range", self.pid)))?;
+            .map_err(|_| anyhow!("hub pid {} out of range", self.pid))?;
         // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped: try_wait
         // above saw it running) and a valid signal number has no memory effects.
         unsafe {
@@ -255,7 +257,7 @@ impl ChildHub {
         match tokio::time::timeout(STOP_DEADLINE, self.child.wait()).await {
             Ok(Ok(status)) if status.success() => Ok(()),
             Ok(Ok(status)) => Err(self.failed(&format!("stopped with {status}"))),
-            Ok(Err(e)) => Err(Error::io("waiting for the hub to stop", e)),
+            Ok(Err(e)) => Err(io_error("waiting for the hub to stop", e)),
             Err(_) => {
                 let _ = self.child.kill().await;
                 Err(self.failed(&format!("did not stop within {STOP_DEADLINE:?}; killed")))

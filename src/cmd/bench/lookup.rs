@@ -10,7 +10,9 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
-use dip_hub::error::{Error, Result};
+use anyhow::{Result, anyhow};
+
+use crate::cmd::remote;
 use dip_hub::proto;
 use dip_hub::validate::MAX_BATCH;
 
@@ -28,7 +30,7 @@ pub struct Plan {
 struct Tally {
     lookups: u64,
     latency: Histogram<u64>,
-    error: Option<Error>,
+    error: Option<anyhow::Error>,
 }
 
 pub async fn run(
@@ -46,7 +48,7 @@ pub async fn run(
             indicators: (loaded..last).map(|n| workload.plain(n)).collect(),
             idempotency_key: String::new(),
         };
-        publisher.publish(request).await.map_err(Error::Remote)?;
+        publisher.publish(request).await.map_err(remote)?;
         loaded = last;
     }
 
@@ -84,14 +86,14 @@ pub async fn run(
                             tally.lookups += 1;
                         }
                         Ok(_) => {
-                            tally.error = Some(Error::NotFound(format!(
+                            tally.error = Some(anyhow!(
                                 "{} was published but the lookup did not find it",
                                 phone(n)
-                            )));
+                            ));
                             break;
                         }
                         Err(status) => {
-                            tally.error = Some(Error::Remote(status));
+                            tally.error = Some(remote(status));
                             break;
                         }
                     }
@@ -105,11 +107,11 @@ pub async fn run(
     for task in tasks {
         let tally = task
             .await
-            .map_err(|e| Error::Unavailable(format!("a lookup task failed: {e}")))?;
+            .map_err(|e| anyhow!("a lookup task failed: {e}"))?;
         lookups += tally.lookups;
         latency
             .add(&tally.latency)
-            .map_err(|e| Error::Config(format!("merging histograms: {e}")))?;
+            .map_err(|e| anyhow!("merging histograms: {e}"))?;
         if let Some(error) = tally.error {
             tracing::warn!(%error, "a lookup client stopped on an error");
             errors += 1;

@@ -25,7 +25,9 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use prost::Message;
 
-use dip_hub::error::{Error, Result};
+use anyhow::{Result, anyhow};
+
+use crate::cmd::Usage;
 use dip_hub::proto;
 use dip_hub::validate::{MAX_BATCH, MAX_TEXT_LEN};
 
@@ -170,7 +172,7 @@ impl BenchArgs {
             MAX_CONNECTIONS as u64,
         )?;
         if self.batches.is_empty() {
-            return Err(Error::invalid(
+            return Err(usage(
                 "--batch",
                 "no batch size given",
                 format!("one or more sizes from 1 to {MAX_BATCH}, e.g. 1,100"),
@@ -181,7 +183,7 @@ impl BenchArgs {
         }
         check("--publish-secs", self.publish_secs, 1, MAX_SECS)?;
         if self.fanout.is_empty() {
-            return Err(Error::invalid(
+            return Err(usage(
                 "--fanout",
                 "no run given",
                 "one or more SUBSCRIBERSxRATE, e.g. 100x2000",
@@ -266,11 +268,20 @@ impl BenchArgs {
     }
 }
 
+/// A flag out of range: which flag, what is wrong, what is expected.
+fn usage(
+    flag: &str,
+    problem: impl std::fmt::Display,
+    expected: impl std::fmt::Display,
+) -> anyhow::Error {
+    Usage(format!("{flag}: {problem}; expected {expected}")).into()
+}
+
 fn check(flag: &str, value: u64, min: u64, max: u64) -> Result<()> {
     if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(Error::invalid(
+        Err(usage(
             flag,
             format!("{value} is out of range"),
             format!("{min} to {max}"),
@@ -331,7 +342,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let report = measure(&args).await?;
     if args.json {
         let json = serde_json::to_string_pretty(&report)
-            .map_err(|e| Error::Config(format!("rendering the report as JSON: {e}")))?;
+            .map_err(|e| anyhow!("rendering the report as JSON: {e}"))?;
         println!("{json}");
     } else {
         print!("{}", report::table(&report));
@@ -349,7 +360,7 @@ pub async fn measure(args: &BenchArgs) -> Result<Report> {
     );
     let bench = tokio::task::spawn_blocking(move || BenchDir::new(publishers, subscribers))
         .await
-        .map_err(|e| Error::Unavailable(format!("making the PKI was interrupted: {e}")))??;
+        .map_err(|e| anyhow!("making the PKI was interrupted: {e}"))??;
     let workload = Workload::new(args.indicator_bytes);
     let startup = Duration::from_secs(args.startup_secs);
     let load_before = load_average();
@@ -522,7 +533,7 @@ mod tests {
             .validate()
             .expect_err("tiny");
         assert!(error.to_string().contains("64 to"), "{error}");
-        assert!(matches!(error, Error::InvalidArgument { .. }));
+        assert!(error.downcast_ref::<Usage>().is_some(), "{error}");
     }
 
     #[test]

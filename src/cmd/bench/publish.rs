@@ -14,7 +14,9 @@ use hdrhistogram::Histogram;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use dip_hub::error::{Error, Result};
+use anyhow::{Result, anyhow};
+
+use crate::cmd::remote;
 use dip_hub::proto;
 use dip_hub::proto::indicator_hub_client::IndicatorHubClient;
 
@@ -35,7 +37,7 @@ struct Tally {
     events: u64,
     requests: u64,
     latency: Histogram<u64>,
-    error: Option<Error>,
+    error: Option<anyhow::Error>,
 }
 
 pub async fn run(
@@ -70,12 +72,12 @@ pub async fn run(
     for task in tasks {
         let tally = task
             .await
-            .map_err(|e| Error::Unavailable(format!("a publisher task failed: {e}")))?;
+            .map_err(|e| anyhow!("a publisher task failed: {e}"))?;
         events += tally.events;
         requests += tally.requests;
         latency
             .add(&tally.latency)
-            .map_err(|e| Error::Config(format!("merging histograms: {e}")))?;
+            .map_err(|e| anyhow!("merging histograms: {e}"))?;
         if let Some(error) = tally.error {
             tracing::warn!(%error, "a publisher stopped on an error");
             errors += 1;
@@ -137,7 +139,7 @@ async fn publisher(
                 tally.requests += 1;
             }
             Err(status) => {
-                tally.error = Some(Error::Remote(status));
+                tally.error = Some(remote(status));
                 break;
             }
         }

@@ -12,7 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
-use dip_hub::error::{Error, Result};
+use anyhow::{Result, anyhow};
+
+use crate::cmd::remote;
 use dip_hub::proto;
 
 /// `SubscribeResponse`, decoding only the fields the benchmark measures
@@ -57,13 +59,13 @@ pub async fn subscribe(
         .max_decoding_message_size(dip_hub::client::MAX_RESPONSE_BYTES);
     grpc.ready()
         .await
-        .map_err(|e| Error::Unavailable(format!("the hub connection is not ready: {e}")))?;
+        .map_err(|e| anyhow!("the hub connection is not ready: {e}"))?;
     let codec = tonic_prost::ProstCodec::<proto::SubscribeRequest, LightResponse>::default();
     let path = PathAndQuery::from_static("/dip.v1.IndicatorHub/Subscribe");
     let response = grpc
         .server_streaming(tonic::Request::new(request), path, codec)
         .await
-        .map_err(Error::Remote)?;
+        .map_err(remote)?;
     Ok(response.into_inner())
 }
 

@@ -1,0 +1,43 @@
+//! `dip-hub action`: report what the organisation did about an indicator.
+//!
+//! Owns: the subcommand's arguments and the request it builds. Must never
+//! connect or print by another path than the module's shared one.
+
+use anyhow::Result;
+use clap::Args;
+
+use dip_hub::indicator::{ActionType, Kind};
+use dip_hub::proto;
+
+use super::{ClientArgs, parse_enum, write};
+
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long, value_parser = parse_enum::<Kind>)]
+    pub kind: Kind,
+    #[arg(long)]
+    pub value: String,
+    /// NUMBER_DISCONNECTED, ACCOUNT_FROZEN, ACCOUNT_DEREGISTERED, UPI_ID_DELINKED, URL_BLOCKED, HANDSET_BLOCKED or OTHER_ACTION.
+    #[arg(long, value_parser = parse_enum::<ActionType>)]
+    pub action: ActionType,
+    #[arg(long, default_value = "")]
+    pub note: String,
+}
+
+/// Runs the subcommand.
+pub async fn run(args: ActionArgs) -> Result<()> {
+    let request = proto::ReportActionRequest {
+        kind: args.kind as i32,
+        value: args.value,
+        action: args.action as i32,
+        note: args.note,
+        idempotency_key: String::new(),
+    };
+    write(&args.client, |mut client| async move {
+        let response = client.report_action(request).await?.into_inner();
+        Ok((response.events, response.replayed))
+    })
+    .await
+}

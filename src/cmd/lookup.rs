@@ -1,0 +1,37 @@
+//! `dip-hub lookup`: the current state of one indicator, as JSON.
+//!
+//! Owns: the subcommand's arguments and its output.
+
+use anyhow::Result;
+use clap::Args;
+
+use dip_hub::client;
+use dip_hub::indicator::Kind;
+use dip_hub::proto;
+
+use super::{ClientArgs, parse_enum, print_json, remote};
+
+#[derive(Debug, Args)]
+pub struct LookupArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long, value_parser = parse_enum::<Kind>)]
+    pub kind: Kind,
+    #[arg(long)]
+    pub value: String,
+}
+
+/// Runs the subcommand.
+pub async fn run(args: LookupArgs) -> Result<()> {
+    let mut client = args.client.connect().await?;
+    let request = proto::LookupRequest {
+        kind: args.kind as i32,
+        value: args.value,
+    };
+    let response = client.lookup(request).await.map_err(remote)?.into_inner();
+    match response.state {
+        Some(state) if response.found => print_json(&client::state_json(&state)),
+        _ => print_json(&serde_json::json!({ "found": false })),
+    }
+    Ok(())
+}
