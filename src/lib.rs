@@ -55,6 +55,6 @@ pub use domain::{digest, indicator, normalize, policy, registry, state, validate
 pub use edge::{api, codec, credentials, identity, server, streams, tls};
 pub use ops::{admin, audit, config, metrics, pki};
 pub use read::{cursor, feed, frame, snapshot, subscription, view};
-pub use writer::{expiry, log, sequencer, wire};
+pub use writer::{alarm, backend, expiry, group, log, sequencer, wire};
 
 pub use error::{Error, Result};

@@ -13,7 +13,7 @@
 use ring::digest::{SHA256, digest};
 
 use crate::indicator::IndicatorKey;
-use crate::log::StateChange;
+use crate::state::StateChange;
 
 /// A sum of indicator hashes modulo 2^256, as four 64-bit limbs, most significant first.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 use crate::indicator::{ActionType, Category, Indicator, Kind, Tlp};
 use crate::registry::{Org, Role};
+use crate::state::IndicatorState;
 
 /// Proof that a submission was authorized; only this module makes one.
 #[derive(Debug)]
@@ -254,8 +255,20 @@ pub fn authorize_admin(org: &Org, rpc: &str) -> Result<Permit> {
 }
 
 /// The hub itself (expiry) needs no caller's permission.
-pub fn hub_permit() -> Permit {
+pub(crate) fn hub_permit() -> Permit {
     Permit::granted()
+}
+
+/// The organisation whose TLP marking governs who sees an event (its record's
+/// `source_org`, checked by [`may_see`]): the publisher for a report (its own
+/// marking), but the indicator's source for a lifecycle event (REVOKED, EXPIRED,
+/// ACTION_TAKEN), which carries the indicator as it stands, so the source of a
+/// TLP:RED indicator sees it revoked by the regulator or expired by the hub.
+pub fn tlp_owner(publishes: bool, actor: &str, current: Option<&IndicatorState>) -> String {
+    match current {
+        Some(state) if !publishes => state.source_org.clone(),
+        _ => actor.to_owned(),
+    }
 }
 
 /// TLP: RED reaches only law enforcement, the regulator and the source organisation.

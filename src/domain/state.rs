@@ -7,7 +7,17 @@
 
 use std::collections::BTreeSet;
 
-use crate::indicator::{Action, Event, EventType, Indicator, Millis, Status, Tlp};
+use crate::error::{Error, Result};
+use crate::indicator::{Action, Event, EventType, Indicator, IndicatorKey, Millis, Status, Tlp};
+
+/// One indicator's state before and after a group of events (before is `None`
+/// for an indicator new to the hub). Indexes kept beside the states (expiry,
+/// digest) are updated from these pairs.
+#[derive(Clone, Copy, Debug)]
+pub struct StateChange<'a> {
+    pub before: Option<&'a IndicatorState>,
+    pub after: &'a IndicatorState,
+}
 
 /// An action some organisation reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +68,33 @@ pub fn classify_publish(current: Option<&IndicatorState>, org: &str) -> EventTyp
         }
         _ => EventType::Published,
     }
+}
+
+/// Revoke, action and expire need an indicator the hub knows and that is still
+/// active: NOT_FOUND for one never published, FAILED_PRECONDITION for one revoked
+/// or expired.
+pub fn require_active<'a>(
+    key: &IndicatorKey,
+    current: Option<&'a IndicatorState>,
+) -> Result<&'a IndicatorState> {
+    match current {
+        Some(state) if state.is_active() => Ok(state),
+        Some(_) => Err(Error::FailedPrecondition(format!(
+            "{key} is no longer active (revoked or expired)"
+        ))),
+        None => Err(Error::NotFound(format!("{key} is not known to the hub"))),
+    }
+}
+
+/// The hub expires only what is due at `now`: valid_until may have been
+/// extended by a report committed since the expiry scan.
+pub fn require_due(key: &IndicatorKey, state: &IndicatorState, now: Millis) -> Result<()> {
+    if state.indicator.valid_until.is_none_or(|at| at > now) {
+        return Err(Error::FailedPrecondition(format!(
+            "{key} is not due to expire"
+        )));
+    }
+    Ok(())
 }
 
 /// The state after `event`. Replaying an event already applied

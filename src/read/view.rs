@@ -32,8 +32,9 @@ use tokio::sync::watch;
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::indicator::IndicatorKey;
-use crate::log::{Log, StateChange};
+use crate::log::Log;
 use crate::state::IndicatorState;
+use crate::state::StateChange;
 
 /// Every indicator the hub knows, by key (kind, then value).
 pub type States = OrdMap<IndicatorKey, Arc<IndicatorState>>;

@@ -12,14 +12,13 @@
 //! every sequencer handle is gone).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::alarm::Alarm;
 use crate::error::{Error, Result};
 use crate::indicator::{IndicatorKey, Millis, Source, now_millis};
 use crate::log::{Expiring, Log};
@@ -34,43 +33,6 @@ const SCAN_BATCH: usize = 512;
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// Pause after a scan in which nothing due could be expired (a storage problem).
 const BACKOFF: Duration = Duration::from_secs(1);
-
-/// Wakes the expiry task when an indicator falls due earlier than it planned.
-#[derive(Debug)]
-pub struct Alarm {
-    notify: Notify,
-    /// When the task next scans ([`Millis`]); `i64::MIN` while it is scanning, so
-    /// that every commit meanwhile rings (nothing committed mid-scan is missed).
-    armed_for: AtomicI64,
-}
-
-impl Default for Alarm {
-    fn default() -> Self {
-        Alarm {
-            notify: Notify::new(),
-            armed_for: AtomicI64::new(i64::MIN),
-        }
-    }
-}
-
-impl Alarm {
-    /// Called by the writer once states with valid_until `earliest` are stored.
-    pub fn committed(&self, earliest: Millis) {
-        let armed_for = self.armed_for.load(Ordering::Acquire);
-        if armed_for == i64::MIN || earliest < armed_for {
-            // Stores a permit if the task is not waiting: it rescans at once.
-            self.notify.notify_one();
-        }
-    }
-
-    fn scanning(&self) {
-        self.armed_for.store(i64::MIN, Ordering::Release);
-    }
-
-    fn arm(&self, at: Millis) {
-        self.armed_for.store(at, Ordering::Release);
-    }
-}
 
 /// Starts the expiry task; it ends when `stop` is cancelled.
 pub fn spawn(
@@ -105,7 +67,7 @@ async fn run(log: Log, sequencer: Sequencer, alarm: Arc<Alarm>, stop: Cancellati
         };
         tokio::select! {
             () = stop.cancelled() => return,
-            () = alarm.notify.notified() => {}
+            () = alarm.rung() => {}
             () = tokio::time::sleep_until(Instant::now() + wait) => {}
         }
     }

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::indicator::{Category, EventType, IndicatorKey, Kind, Millis, Risk, Tlp};
-use crate::state::IndicatorState;
+use crate::state::{IndicatorState, StateChange};
 use crate::wire;
 
 /// Record format version, the first byte of every record.
@@ -76,15 +76,6 @@ pub struct Record {
 pub struct IdempotentHit {
     pub first_sequence: u64,
     pub count: u32,
-}
-
-/// One indicator's state before and after a group of events (before is `None`
-/// for an indicator new to the hub). Indexes kept beside the states (expiry,
-/// digest) are updated from these pairs.
-#[derive(Clone, Copy, Debug)]
-pub struct StateChange<'a> {
-    pub before: Option<&'a IndicatorState>,
-    pub after: &'a IndicatorState,
 }
 
 /// What the expiry index holds at some time (see [`Log::expiring`]).

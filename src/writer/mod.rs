@@ -2,7 +2,10 @@
 //! own expiry publisher, and the encoding of what the writer produces (wire).
 //! Owns invariants 1 and 2 (sequences without gaps, ack only after flush).
 
+pub mod alarm;
+pub mod backend;
 pub mod expiry;
+pub mod group;
 pub mod log;
 pub mod sequencer;
 pub mod wire;

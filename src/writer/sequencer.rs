@@ -1,35 +1,34 @@
 //! The sequencer: the hub's one writer.
 //!
-//! Owns: invariants 1 and 2. A single thread takes authorized submissions, gives
-//! their events the next sequences (1, 2, 3 ... no gaps), appends them to the log,
-//! and commits many submissions with one flush (group commit). Only after the
-//! flush does it apply the events to the state view (stored, and published in
-//! memory as a new `view` version), move the durable head, fan them out, and answer. At start it replays the log into the state view, so a
-//! crash between flush and apply loses nothing. Must never answer before the
+//! Owns: invariants 1 and 2. A single thread takes authorized submissions and
+//! commits many of them at a time (group commit), in three steps: `group` plans
+//! the group (events with the next sequences, 1, 2, 3 ... no gaps, encoded once),
+//! the log `backend` makes it durable with one append and flush, and only then
+//! does the writer announce it: apply the events to the state view (stored, and
+//! published in memory as a new `view` version), move the durable head, fan them
+//! out, and answer. At start it replays the log into the state view, so a crash
+//! between flush and apply loses nothing. Must never answer before the
 //! flush, and never run on an async worker (it blocks on disk).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
+use crate::alarm::Alarm;
+use crate::backend::LogBackend;
 use crate::error::{Error, Result};
-use crate::expiry::Alarm;
 use crate::feed::Feed;
 use crate::frame;
-use crate::indicator::{
-    Action, Event, EventType, Indicator, IndicatorKey, Millis, Source, now_millis,
-};
-use crate::log::{
-    IdempotencyEntry, IdempotencyMark, IdempotentHit, Log, Record, RecordMeta, StateChange,
-};
+use crate::group::{self, Group, Outcome, StateOverlay};
+use crate::indicator::now_millis;
+use crate::log::{IdempotencyEntry, IdempotentHit, Log};
 use crate::metrics::Metrics;
 use crate::policy::Permit;
-use crate::state::{self, IndicatorState};
 use crate::view::{View, ViewWriter};
 use crate::wire;
+
+pub use crate::group::{Change, Committed, EventRef, Submission};
 
 /// Most submissions committed with one flush.
 const MAX_GROUP_SUBMISSIONS: usize = 1024;
@@ -39,39 +38,6 @@ const MAX_GROUP_EVENTS: usize = 16 * 1024;
 const QUEUE_DEPTH: usize = 4096;
 /// Records replayed into the state view per batch at start.
 const REPLAY_BATCH: usize = 4096;
-
-/// One change a submission asks for.
-#[derive(Clone, Debug)]
-pub enum Change {
-    Publish(Indicator),
-    Revoke { key: IndicatorKey, reason: String },
-    Action { key: IndicatorKey, action: Action },
-    Expire { key: IndicatorKey },
-}
-
-/// Changes from one organisation, committed all-or-nothing.
-#[derive(Clone, Debug)]
-pub struct Submission {
-    pub source: Source,
-    pub changes: Vec<Change>,
-    pub idempotency_key: Option<String>,
-}
-
-/// Where an event landed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EventRef {
-    pub sequence: u64,
-    pub event_id: Uuid,
-    pub event_type: EventType,
-}
-
-/// The answer to a submission: its events, durable.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Committed {
-    pub events: Vec<EventRef>,
-    /// The answer replays an earlier submission with the same idempotency key.
-    pub replayed: bool,
-}
 
 struct Job {
     submission: Submission,
@@ -102,13 +68,26 @@ impl Sequencer {
         feed_capacity: usize,
         metrics: Metrics,
     ) -> Result<(Sequencer, Feed, std::thread::JoinHandle<()>)> {
-        let head = log.head()?;
+        Sequencer::start_on(log.clone(), Box::new(log), feed_capacity, metrics)
+    }
+
+    /// [`Sequencer::start_with`], making groups durable in `backend` (the log
+    /// backend seam); `log` is the local store of the state view and indexes,
+    /// and must hold the events up to the backend's head.
+    pub fn start_on(
+        log: Log,
+        backend: Box<dyn LogBackend>,
+        feed_capacity: usize,
+        metrics: Metrics,
+    ) -> Result<(Sequencer, Feed, std::thread::JoinHandle<()>)> {
+        let head = backend.head()?;
         replay(&log, head)?;
         let (view_writer, view) = ViewWriter::load(&log)?;
         let feed = Feed::new(feed_capacity, head);
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
         let alarm = Arc::new(Alarm::default());
         let writer = Writer {
+            backend,
             log,
             view: view_writer,
             alarm: alarm.clone(),
@@ -182,7 +161,7 @@ fn replay(log: &Log, head: u64) -> Result<()> {
                     },
                 });
             }
-            view.apply(log, &event)?;
+            view.apply(&event, |key| log.indicator(key))?;
         }
         log.apply_state(&view.changed(), &idempotency, last)?;
         applied = last;
@@ -190,84 +169,20 @@ fn replay(log: &Log, head: u64) -> Result<()> {
     Ok(())
 }
 
-/// Indicator states changed by the events of one group, over the current view:
-/// for each indicator touched, its state before the group and its new one. The
-/// states before come from the writer's in-memory view (from the stored view
-/// during replay, before the in-memory one exists).
-#[derive(Default)]
-struct StateOverlay {
-    states: HashMap<IndicatorKey, (Option<IndicatorState>, Option<IndicatorState>)>,
-}
-
-impl StateOverlay {
-    fn get(
-        &mut self,
-        key: &IndicatorKey,
-        before: impl FnOnce(&IndicatorKey) -> Result<Option<IndicatorState>>,
-    ) -> Result<Option<IndicatorState>> {
-        if let Some((_, current)) = self.states.get(key) {
-            return Ok(current.clone());
-        }
-        let stored = before(key)?;
-        self.states
-            .insert(key.clone(), (stored.clone(), stored.clone()));
-        Ok(stored)
-    }
-
-    fn set(&mut self, key: &IndicatorKey, state: Option<IndicatorState>) {
-        if let Some((_, current)) = self.states.get_mut(key) {
-            *current = state;
-        }
-    }
-
-    fn apply(&mut self, log: &Log, event: &Event) -> Result<()> {
-        let current = self.get(&event.indicator.key, |key| log.indicator(key))?;
-        self.set(&event.indicator.key, state::apply(current, event));
-        Ok(())
-    }
-
-    /// What changed, for the log to store (with any index kept beside the states).
-    fn changed(&self) -> Vec<StateChange<'_>> {
-        self.states
-            .values()
-            .filter_map(|(before, after)| {
-                let after = after.as_ref()?;
-                (before.as_ref() != Some(after)).then_some(StateChange {
-                    before: before.as_ref(),
-                    after,
-                })
-            })
-            .collect()
-    }
-}
-
 struct Writer {
+    /// The local store: idempotency index, stored state view, reads for replays.
     log: Log,
+    /// Where groups are made durable.
+    backend: Box<dyn LogBackend>,
     view: ViewWriter,
     /// Told of every valid_until stored, so expiry wakes in time.
     alarm: Arc<Alarm>,
     feed: Feed,
     metrics: Metrics,
-    /// The newest sequence appended.
+    /// The newest sequence durable in the backend.
     head: u64,
     /// Set when storage failed mid-commit: the writer refuses everything after.
     broken: Arc<AtomicBool>,
-}
-
-/// A submission of this group and what becomes of it.
-enum Outcome {
-    Appended {
-        reply: oneshot::Sender<Result<Committed>>,
-        events: Vec<EventRef>,
-    },
-    Replay {
-        reply: oneshot::Sender<Result<Committed>>,
-        hit: IdempotentHit,
-    },
-    Refused {
-        reply: oneshot::Sender<Result<Committed>>,
-        error: Error,
-    },
 }
 
 impl Writer {
@@ -289,6 +204,9 @@ impl Writer {
         tracing::info!(head = self.head, "writer stopped");
     }
 
+    /// Commits one group: plan it (pure), make it durable (the backend), then
+    /// announce it (stored state, view, feed, replies). Group commit: one
+    /// durable append for every submission of the group.
     fn commit_group(&mut self, jobs: Vec<Job>) {
         if self.broken.load(Ordering::Acquire) {
             for job in jobs {
@@ -298,85 +216,44 @@ impl Writer {
             }
             return;
         }
-        let mut overlay = StateOverlay::default();
-        let mut records = Vec::new();
-        let mut idempotency = Vec::new();
-        let mut group_keys: HashMap<(String, String), IdempotentHit> = HashMap::new();
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        let now = now_millis();
-
-        for Job { submission, reply } in jobs {
-            let key = submission
-                .idempotency_key
-                .clone()
-                .map(|k| (submission.source.org_id.clone(), k));
-            let earlier = match &key {
-                Some(key) => match group_keys.get(key) {
-                    Some(hit) => Ok(Some(*hit)),
-                    None => self.log.idempotent(&key.0, &key.1),
-                },
-                None => Ok(None),
-            };
-            match earlier {
-                Err(error) => outcomes.push(Outcome::Refused { reply, error }),
-                Ok(Some(hit)) => outcomes.push(Outcome::Replay { reply, hit }),
-                Ok(None) => match self.sequence(&mut overlay, &submission, now) {
-                    Err(error) => outcomes.push(Outcome::Refused { reply, error }),
-                    Ok(sequenced) => {
-                        let (events, owners): (Vec<Event>, Vec<String>) =
-                            sequenced.into_iter().unzip();
-                        let first_sequence = events.first().map_or(0, |e| e.sequence);
-                        let count = events.len() as u32;
-                        if let Some((org_id, key)) = key {
-                            let hit = IdempotentHit {
-                                first_sequence,
-                                count,
-                            };
-                            group_keys.insert((org_id.clone(), key.clone()), hit);
-                            idempotency.push(IdempotencyEntry { org_id, key, hit });
-                        }
-                        let refs = events
-                            .iter()
-                            .map(|e| EventRef {
-                                sequence: e.sequence,
-                                event_id: e.event_id,
-                                event_type: e.event_type,
-                            })
-                            .collect();
-                        for (index, (event, owner)) in events.iter().zip(owners).enumerate() {
-                            let mark = match (&submission.idempotency_key, index) {
-                                (Some(key), 0) => Some(IdempotencyMark {
-                                    key: key.clone(),
-                                    count,
-                                }),
-                                _ => None,
-                            };
-                            records.push(record_of(event, owner, mark));
-                        }
-                        outcomes.push(Outcome::Appended {
-                            reply,
-                            events: refs,
-                        });
-                    }
-                },
-            }
-        }
-
-        if !records.is_empty() {
-            let durable = self.log.append(&records).and_then(|()| self.log.flush());
-            if let Err(error) = durable {
+        let (submissions, replies): (Vec<_>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.submission, j.reply)).unzip();
+        let view = &self.view;
+        let log = &self.log;
+        let group = group::plan(
+            &submissions,
+            self.head,
+            now_millis(),
+            |key| view.get(key),
+            |org, key| log.idempotent(org, key),
+        );
+        if !group.records.is_empty() {
+            if let Err(error) = self.backend.append_group(group.after, &group.records) {
                 tracing::error!(%error, "appending to the log failed; the writer stops accepting");
                 self.broken.store(true, Ordering::Release);
-                for outcome in outcomes {
-                    let (Outcome::Appended { reply, .. }
-                    | Outcome::Replay { reply, .. }
-                    | Outcome::Refused { reply, .. }) = outcome;
+                for reply in replies {
                     let _ = reply.send(Err(Error::Unavailable(
                         "the hub could not store the events; nothing was acknowledged".into(),
                     )));
                 }
                 return;
             }
+            self.head = group.head();
+        }
+        self.announce(group, replies);
+    }
+
+    /// After the group is durable: stores the derived state, rings the expiry
+    /// alarm, counts, publishes the view version, fans out, and answers.
+    fn announce(&mut self, group: Group, replies: Vec<oneshot::Sender<Result<Committed>>>) {
+        let Group {
+            records,
+            idempotency,
+            overlay,
+            outcomes,
+            ..
+        } = group;
+        if !records.is_empty() {
             // Derived state: rebuilt by replay if this write is lost in a crash.
             let changes = overlay.changed();
             if let Err(error) = self.log.apply_state(&changes, &idempotency, self.head) {
@@ -403,66 +280,17 @@ impl Writer {
             self.view.apply(&changes, self.head);
             self.feed.publish(records, self.head);
         }
-
-        for outcome in outcomes {
-            match outcome {
-                Outcome::Appended { reply, events } => {
-                    let _ = reply.send(Ok(Committed {
-                        events,
-                        replayed: false,
-                    }));
-                }
-                Outcome::Replay { reply, hit } => {
-                    let _ = reply.send(self.replayed(hit));
-                }
-                Outcome::Refused { reply, error } => {
-                    let _ = reply.send(Err(error));
-                }
-            }
+        for (outcome, reply) in outcomes.into_iter().zip(replies) {
+            let answer = match outcome {
+                Outcome::Appended(events) => Ok(Committed {
+                    events,
+                    replayed: false,
+                }),
+                Outcome::Replay(hit) => self.replayed(hit),
+                Outcome::Refused(error) => Err(error),
+            };
+            let _ = reply.send(answer);
         }
-    }
-
-    /// Turns a submission's changes into events with the next sequences, applying
-    /// them to the group's overlay; all or nothing. Each event comes with the
-    /// organisation whose TLP marking governs who sees it (see [`record_of`]).
-    fn sequence(
-        &mut self,
-        overlay: &mut StateOverlay,
-        submission: &Submission,
-        now: Millis,
-    ) -> Result<Vec<(Event, String)>> {
-        // Current states of the indicators touched, to restore if a change is refused.
-        let mut undo: HashMap<IndicatorKey, Option<IndicatorState>> = HashMap::new();
-        let mut events = Vec::with_capacity(submission.changes.len());
-        let mut next = self.head;
-        let view = &self.view;
-        for change in &submission.changes {
-            next += 1;
-            let key = change_key(change);
-            let outcome = overlay
-                .get(key, |key| Ok(view.get(key)))
-                .and_then(|current| {
-                    undo.entry(key.clone()).or_insert_with(|| current.clone());
-                    let event = event_for(change, current.as_ref(), &submission.source, next, now)?;
-                    let owner = match (change, &current) {
-                        (Change::Publish(_), _) | (_, None) => submission.source.org_id.clone(),
-                        (_, Some(state)) => state.source_org.clone(),
-                    };
-                    overlay.set(key, state::apply(current, &event));
-                    Ok((event, owner))
-                });
-            match outcome {
-                Ok(event) => events.push(event),
-                Err(error) => {
-                    for (key, state) in undo {
-                        overlay.set(&key, state);
-                    }
-                    return Err(error);
-                }
-            }
-        }
-        self.head = next;
-        Ok(events)
     }
 
     /// The answer first given to a submission with the same idempotency key.
@@ -493,102 +321,5 @@ impl Writer {
             events,
             replayed: true,
         })
-    }
-}
-
-fn change_key(change: &Change) -> &IndicatorKey {
-    match change {
-        Change::Publish(indicator) => &indicator.key,
-        Change::Revoke { key, .. } | Change::Action { key, .. } | Change::Expire { key } => key,
-    }
-}
-
-/// The event a change makes, given the indicator's current state.
-fn event_for(
-    change: &Change,
-    current: Option<&IndicatorState>,
-    source: &Source,
-    sequence: u64,
-    time: Millis,
-) -> Result<Event> {
-    let active = || match current {
-        Some(state) if state.is_active() => Ok(state),
-        Some(_) => Err(Error::FailedPrecondition(format!(
-            "{} is no longer active (revoked or expired)",
-            change_key(change)
-        ))),
-        None => Err(Error::NotFound(format!(
-            "{} is not known to the hub",
-            change_key(change)
-        ))),
-    };
-    let (event_type, indicator, reason, action) = match change {
-        Change::Publish(indicator) => (
-            state::classify_publish(current, &source.org_id),
-            indicator.clone(),
-            String::new(),
-            None,
-        ),
-        Change::Revoke { reason, .. } => (
-            EventType::Revoked,
-            active()?.indicator.clone(),
-            reason.clone(),
-            None,
-        ),
-        Change::Action { action, .. } => (
-            EventType::ActionTaken,
-            active()?.indicator.clone(),
-            String::new(),
-            Some(action.clone()),
-        ),
-        Change::Expire { .. } => {
-            let state = active()?;
-            // The hub expires only what is due: valid_until may have been
-            // extended by a report committed since the expiry scan.
-            if state.indicator.valid_until.is_none_or(|at| at > time) {
-                return Err(Error::FailedPrecondition(format!(
-                    "{} is not due to expire",
-                    change_key(change)
-                )));
-            }
-            (
-                EventType::Expired,
-                state.indicator.clone(),
-                String::new(),
-                None,
-            )
-        }
-    };
-    Ok(Event {
-        sequence,
-        event_id: Uuid::now_v7(),
-        event_type,
-        indicator,
-        source: source.clone(),
-        time,
-        reason,
-        action,
-    })
-}
-
-/// The stored record of an event. Its metadata's `source_org` is the
-/// organisation whose TLP marking governs visibility (`policy::may_see`): the
-/// publisher for a report (its own marking), but the indicator's source for a
-/// lifecycle event (REVOKED, EXPIRED, ACTION_TAKEN), which carries the indicator
-/// as it stands: the source of a TLP:RED indicator sees it revoked by the
-/// regulator or expired by the hub. The event itself names who acted.
-fn record_of(event: &Event, owner: String, idempotency: Option<IdempotencyMark>) -> Record {
-    Record {
-        sequence: event.sequence,
-        meta: RecordMeta {
-            kind: event.indicator.key.kind,
-            category: event.indicator.category,
-            risk: event.indicator.risk,
-            tlp: event.indicator.tlp,
-            event_type: event.event_type,
-            source_org: owner,
-        },
-        idempotency,
-        entry: frame::encode_event_entry(&wire::event_to_proto(event)),
     }
 }
