@@ -3,42 +3,43 @@
 //!
 //! # Layout
 //!
-//! A publish flows through one module per step:
+//! The folders follow the pipeline; the design (data flow, invariants, storage,
+//! module ownership, how to add a log backend) is in `docs/DESIGN.md`.
 //!
-//! 1. [`tls`] accepts the connection and [`identity`] reads the organisation from
-//!    the verified client certificate; [`registry`] says whether it is active and
-//!    what role it has.
-//! 2. [`validate`] turns the request into domain types ([`indicator`]), with
-//!    [`normalize`] giving each value its canonical form.
-//! 3. [`policy`] authorizes it and hands out a permit.
-//! 4. [`sequencer`], the one writer, gives the events their sequences and appends
-//!    them to the [`log`] (sled), many publishes to one flush.
-//! 5. The events are applied to the [`state`] view (stored by the [`log`], and
-//!    kept in memory by [`view`] as one immutable version per group, with the
-//!    [`digest`] of the active set), and
-//! 6. fanned out by the [`feed`] to every [`subscription`], as pre-encoded
-//!    [`frame`]s ([`wire`] encodes each event once).
+//! 1. [`edge`]: [`tls`] accepts the connection and [`identity`] reads the
+//!    organisation from the verified client certificate ([`credentials`] holds
+//!    the TLS configuration and revoked serials, reloadable without a restart).
+//!    [`api`] is the gRPC service that runs the pipeline, one line per step
+//!    ([`codec`] refuses requests that do not decode); [`server`] wires the hub
+//!    up and serves it; [`streams`] ends the live streams of a suspended
+//!    organisation or a revoked certificate at once.
+//! 2. [`domain`], pure rules: [`validate`] turns the request into domain types
+//!    ([`indicator`]), with [`normalize`] giving each value its canonical form;
+//!    [`registry`] says whether the organisation is active and what role it has;
+//!    [`policy`] authorizes it and hands out a permit; [`state`] says how an event
+//!    changes an indicator and which changes an indicator's state allows;
+//!    [`digest`] sums the active set.
+//! 3. [`writer`]: [`sequencer`], the one writer, commits many submissions at a
+//!    time: [`group`] plans them (sequences, state rules, idempotency, each event
+//!    encoded once by [`wire`] and [`frame`]), the log [`backend`] makes them
+//!    durable in the [`log`] (sled) with one flush, then the writer applies them
+//!    to the stored state and the in-memory [`view`], and fans them out.
+//!    [`expiry`] is the hub's own publisher: it submits EXPIRED events through the
+//!    same sequencer, woken by the writer's [`alarm`].
+//! 4. [`read`]: the [`feed`] carries durable events to every [`subscription`]
+//!    (catch-up from the log, then live) as pre-encoded [`frame`]s; a subscription
+//!    resumes after a durable consumer's [`cursor`]; Lookup reads the [`view`]; a
+//!    [`snapshot`] streams one version of it, as of one sequence.
+//! 5. [`ops`]: [`admin`] is the regulator's gRPC service (onboard and suspend
+//!    organisations, reload revocation lists, read the audit trail); [`audit`]
+//!    records who looked what up; [`metrics`] serves Prometheus metrics on their
+//!    own listener; [`config`] merges the config file, environment and flags into
+//!    one validated `Config`; [`pki`] makes the development certificates.
 //!
-//! Readers: a [`subscription`] resumes after a durable consumer's [`cursor`]
-//! (acks are made durable in groups); Lookup reads the [`view`]; a
-//! [`snapshot`] streams one version of it, as of one sequence.
-//!
-//! [`api`] is the gRPC service that runs this pipeline ([`codec`] refuses requests
-//! that do not decode); [`server`] wires it up and
-//! serves it. [`expiry`] is the hub's own publisher: it submits EXPIRED events
-//! through the same sequencer when an indicator's valid_until passes. [`pki`]
-//! makes the development certificates.
-//!
-//! Operating the hub: [`admin`] is the regulator's gRPC service (onboard and
-//! suspend organisations, reload revocation lists, read the audit trail);
-//! [`credentials`] holds the TLS configuration and revoked serials, reloadable
-//! without a restart; [`streams`] ends the live streams of a suspended
-//! organisation or a revoked certificate at once; [`audit`] records who looked
-//! what up; [`metrics`] serves Prometheus metrics on their own listener; [`config`]
-//! merges the config file, environment and flags into one validated `Config`.
-//!
-//! [`bench`] is a load generator: it runs a hub as a child process and measures
-//! it over real mutual TLS, through the same public paths as any client.
+//! Beside them: [`client`] connects as an organisation, [`proto`] is the
+//! generated contract, [`error`] the one error type. The `dip-hub` command (its
+//! subcommands, the demo and the load generator) is the application in
+//! `src/cmd/`, on the binary side: the library never imports it.
 
 pub mod client;
 pub mod domain;
