@@ -10,10 +10,12 @@ use dip_hub::client::{self, ClientCerts};
 use dip_hub::config::{Config, TlsFiles};
 use dip_hub::pki::{self, DevPkiPaths};
 use dip_hub::proto;
+use dip_hub::proto::admin_client::AdminClient;
 use dip_hub::proto::indicator_hub_client::IndicatorHubClient;
+use dip_hub::server::{Controls, Listeners};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
@@ -59,12 +61,22 @@ impl TestPki {
     }
 }
 
+/// Upper bound for anything that should happen at once.
+pub const SOON: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The real hub, in process, on ephemeral loopback ports: the gRPC listener,
+/// and with [`TestHub::start_ops`] a Prometheus listener too; a reload trigger
+/// (what SIGHUP does) and a shutdown trigger.
 pub struct TestHub {
     pub pki: Arc<TestPki>,
     pub data: Arc<TempDir>,
     pub port: u16,
+    /// The metrics listener's port ([`TestHub::start_ops`] only).
+    pub metrics_port: Option<u16>,
+    /// Reloads TLS credentials and CRLs.
+    pub reload: mpsc::Sender<()>,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<dip_hub::Result<()>>>,
+    pub task: JoinHandle<dip_hub::Result<()>>,
 }
 
 impl TestHub {
@@ -80,24 +92,60 @@ impl TestHub {
         data: Arc<TempDir>,
         tweak: impl FnOnce(&mut Config),
     ) -> TestHub {
+        TestHub::launch(pki, data, tweak, false).await
+    }
+
+    /// [`TestHub::start_with`], with a metrics listener as well.
+    pub async fn start_ops(
+        pki: Arc<TestPki>,
+        data: Arc<TempDir>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestHub {
+        TestHub::launch(pki, data, tweak, true).await
+    }
+
+    async fn launch(
+        pki: Arc<TestPki>,
+        data: Arc<TempDir>,
+        tweak: impl FnOnce(&mut Config),
+        with_metrics: bool,
+    ) -> TestHub {
         let mut config = Config::new(
             data.path().join("db"),
             TlsFiles::dev(&pki.pki_dir()),
             pki.registry(),
         );
         tweak(&mut config);
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
+        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = grpc.local_addr().expect("addr").port();
+        let metrics = match with_metrics {
+            true => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind")),
+            false => None,
+        };
+        let metrics_port = metrics
+            .as_ref()
+            .map(|m| m.local_addr().expect("addr").port());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(dip_hub::server::run(config, listener, async {
-            let _ = stopped.await;
-        }));
+        let (reload, reloads) = mpsc::channel(1);
+        let controls = Controls {
+            shutdown: Box::pin(async {
+                let _ = stopped.await;
+            }),
+            reload: Some(reloads),
+        };
+        let task = tokio::spawn(dip_hub::server::serve(
+            config,
+            Listeners { grpc, metrics },
+            controls,
+        ));
         TestHub {
             pki,
             data,
             port,
+            metrics_port,
+            reload,
             stop: Some(stop),
-            task: Some(task),
+            task,
         }
     }
 
@@ -117,21 +165,34 @@ impl TestHub {
         client::connect(&self.url(), certs).await
     }
 
-    /// Graceful shutdown; returns the PKI and database for a restart.
-    pub async fn stop(mut self) -> (Arc<TestPki>, Arc<TempDir>) {
-        self.shutdown().await;
-        (self.pki.clone(), self.data.clone())
+    /// A channel acting as `org`, for the other services (admin, health, reflection).
+    pub async fn channel(&self, org: &str) -> Channel {
+        client::channel(&self.url(), &self.pki.certs(org))
+            .await
+            .unwrap_or_else(|e| panic!("{org} connects: {e}"))
     }
 
-    async fn shutdown(&mut self) {
+    /// An Admin client acting as `org`.
+    pub async fn admin(&self, org: &str) -> AdminClient<Channel> {
+        AdminClient::new(self.channel(org).await)
+    }
+
+    /// Starts the graceful shutdown without waiting for it.
+    pub fn trigger_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(task) = self.task.take() {
-            task.await
-                .expect("server task")
-                .expect("server stops cleanly");
-        }
+    }
+
+    /// Graceful shutdown, bounded; returns the PKI and database for a restart.
+    pub async fn stop(mut self) -> (Arc<TestPki>, Arc<TempDir>) {
+        self.trigger_stop();
+        tokio::time::timeout(SOON, &mut self.task)
+            .await
+            .expect("the hub stops within 10 s")
+            .expect("server task")
+            .expect("server stops cleanly");
+        (self.pki.clone(), self.data.clone())
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -141,9 +202,7 @@ impl TestHub {
 
 impl Drop for TestHub {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.trigger_stop();
     }
 }
 

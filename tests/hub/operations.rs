@@ -8,109 +8,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dip_hub::client::{self, ClientCerts};
-use dip_hub::config::{Config, TlsFiles};
 use dip_hub::pki::{CertAuthority, Validity};
-use dip_hub::proto::admin_client::AdminClient;
 use dip_hub::proto::{self, IndicatorKind, OrgRole, OrgStatus};
-use dip_hub::server::{Controls, Listeners};
-use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::harness::*;
 
-/// Upper bound for anything that should happen at once.
-const SOON: Duration = Duration::from_secs(10);
-
-/// A hub served with every operations feature: a metrics listener and a reload
-/// trigger beside the gRPC listener.
-struct OpsHub {
-    pki: Arc<TestPki>,
-    data: Arc<TempDir>,
-    port: u16,
-    metrics_port: u16,
-    reload: mpsc::Sender<()>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<dip_hub::Result<()>>,
+/// What the operations tests add to the shared [`TestHub`].
+trait OpsHub {
+    fn issue(&self, org: &str) -> ClientCerts;
+    async fn http_get(&self, path: &str) -> (String, String);
 }
 
-impl OpsHub {
-    async fn start(pki: Arc<TestPki>, data: Arc<TempDir>, tweak: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config::new(
-            data.path().join("db"),
-            TlsFiles::dev(&pki.pki_dir()),
-            pki.registry(),
-        );
-        tweak(&mut config);
-        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = grpc.local_addr().expect("addr").port();
-        let metrics_port = metrics.local_addr().expect("addr").port();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (reload, reloads) = mpsc::channel(1);
-        let controls = Controls {
-            shutdown: Box::pin(async {
-                let _ = stopped.await;
-            }),
-            reload: Some(reloads),
-        };
-        let listeners = Listeners {
-            grpc,
-            metrics: Some(metrics),
-        };
-        let task = tokio::spawn(dip_hub::server::serve(config, listeners, controls));
-        OpsHub {
-            pki,
-            data,
-            port,
-            metrics_port,
-            reload,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("https://localhost:{}", self.port)
-    }
-
-    async fn client(&self, org: &str) -> Client {
-        client::connect(&self.url(), &self.pki.certs(org))
-            .await
-            .unwrap_or_else(|e| panic!("{org} connects: {e}"))
-    }
-
-    async fn channel(&self, org: &str) -> Channel {
-        client::channel(&self.url(), &self.pki.certs(org))
-            .await
-            .unwrap_or_else(|e| panic!("{org} connects: {e}"))
-    }
-
-    async fn admin(&self, org: &str) -> AdminClient<Channel> {
-        AdminClient::new(self.channel(org).await)
-    }
-
-    fn trigger_stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-
-    /// Graceful shutdown, bounded; returns the PKI and database for a restart.
-    async fn stop(mut self) -> (Arc<TestPki>, Arc<TempDir>) {
-        self.trigger_stop();
-        tokio::time::timeout(SOON, &mut self.task)
-            .await
-            .expect("the hub stops within 10 s")
-            .expect("server task")
-            .expect("server stops cleanly");
-        (self.pki.clone(), self.data.clone())
-    }
-
+impl OpsHub for TestHub {
     /// A certificate of `org` signed by the hub CA, written to files.
     fn issue(&self, org: &str) -> ClientCerts {
         let paths = self.pki.paths();
@@ -134,9 +47,12 @@ impl OpsHub {
 
     /// `GET path` on the metrics listener: (status line, body).
     async fn http_get(&self, path: &str) -> (String, String) {
-        let mut tcp = TcpStream::connect(("127.0.0.1", self.metrics_port))
-            .await
-            .expect("metrics listener");
+        let mut tcp = TcpStream::connect((
+            "127.0.0.1",
+            self.metrics_port.expect("a hub started with start_ops"),
+        ))
+        .await
+        .expect("metrics listener");
         let request =
             format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         tcp.write_all(request.as_bytes()).await.expect("write");
@@ -148,12 +64,6 @@ impl OpsHub {
         let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
         let status = head.lines().next().unwrap_or_default().to_string();
         (status, body.to_string())
-    }
-}
-
-impl Drop for OpsHub {
-    fn drop(&mut self) {
-        self.trigger_stop();
     }
 }
 
@@ -208,7 +118,7 @@ async fn health_and_reflection_answer_standard_tools() {
     use tonic_health::pb::health_client::HealthClient;
 
     let data = Arc::new(tempfile::tempdir().expect("temp dir"));
-    let mut hub = OpsHub::start(TestPki::new(), data, |_| {}).await;
+    let mut hub = TestHub::start_ops(TestPki::new(), data, |_| {}).await;
 
     // Any certificate of the hub CA that names an organisation may ask, even one
     // the registry does not know (it gets nothing else).
@@ -335,7 +245,7 @@ async fn health_and_reflection_answer_standard_tools() {
 #[tokio::test]
 async fn metrics_count_published_and_delivered_events_on_their_own_listener() {
     let data = Arc::new(tempfile::tempdir().expect("temp dir"));
-    let hub = OpsHub::start(TestPki::new(), data, |_| {}).await;
+    let hub = TestHub::start_ops(TestPki::new(), data, |_| {}).await;
     let mut bank = hub.client("alpha-bank").await;
     let mut stream = bank
         .subscribe(subscribe_request(0))
@@ -387,7 +297,7 @@ async fn metrics_count_published_and_delivered_events_on_their_own_listener() {
 #[tokio::test]
 async fn only_the_regulator_administers_and_bad_requests_name_the_field() {
     let data = Arc::new(tempfile::tempdir().expect("temp dir"));
-    let hub = OpsHub::start(TestPki::new(), data, |_| {}).await;
+    let hub = TestHub::start_ops(TestPki::new(), data, |_| {}).await;
     let mut police = hub.admin("mumbai-police").await;
     let denied = police
         .list_orgs(proto::ListOrgsRequest {})
@@ -476,7 +386,7 @@ async fn only_the_regulator_administers_and_bad_requests_name_the_field() {
 #[tokio::test]
 async fn onboarding_and_suspension_take_effect_at_once_and_survive_a_restart() {
     let data = Arc::new(tempfile::tempdir().expect("temp dir"));
-    let hub = OpsHub::start(TestPki::new(), data, |_| {}).await;
+    let hub = TestHub::start_ops(TestPki::new(), data, |_| {}).await;
     let gamma_certs = hub.issue("gamma-bank");
     let mut gamma = client::connect(&hub.url(), &gamma_certs)
         .await
@@ -551,7 +461,7 @@ async fn onboarding_and_suspension_take_effect_at_once_and_survive_a_restart() {
     // Stored: a restart keeps both changes over the registry file.
     drop((gamma, alpha, beta, regulator));
     let (pki, data) = hub.stop().await;
-    let hub = OpsHub::start(pki, data, |_| {}).await;
+    let hub = TestHub::start_ops(pki, data, |_| {}).await;
     let mut regulator = hub.admin("dot-regulator").await;
     let orgs: BTreeMap<String, proto::Org> = regulator
         .list_orgs(proto::ListOrgsRequest {})
@@ -620,7 +530,7 @@ async fn a_reloaded_crl_refuses_the_revoked_certificate_and_no_one_else() {
     std::fs::write(&crl, ca.crl_pem(&[]).expect("empty CRL")).expect("write");
     let data = Arc::new(tempfile::tempdir().expect("temp dir"));
     let crl_path = crl.clone();
-    let hub = OpsHub::start(pki.clone(), data, move |config| {
+    let hub = TestHub::start_ops(pki.clone(), data, move |config| {
         config.tls.crls = vec![crl_path];
     })
     .await;
@@ -711,7 +621,7 @@ async fn a_reloaded_crl_refuses_the_revoked_certificate_and_no_one_else() {
 #[tokio::test]
 async fn lookups_are_recorded_in_the_audit_trail_with_org_and_certificate() {
     let data = Arc::new(tempfile::tempdir().expect("temp dir"));
-    let hub = OpsHub::start(TestPki::new(), data, |_| {}).await;
+    let hub = TestHub::start_ops(TestPki::new(), data, |_| {}).await;
     let mut police = hub.client("mumbai-police").await;
     publish(&mut police, vec![phone_indicator(5)]).await;
     let mut bank = hub.client("alpha-bank").await;
@@ -770,7 +680,7 @@ async fn lookups_are_recorded_in_the_audit_trail_with_org_and_certificate() {
     // Stored: still there after a restart.
     drop((police, bank, regulator));
     let (pki, data) = hub.stop().await;
-    let hub = OpsHub::start(pki, data, |_| {}).await;
+    let hub = TestHub::start_ops(pki, data, |_| {}).await;
     let entries = hub
         .admin("dot-regulator")
         .await
@@ -791,7 +701,7 @@ async fn graceful_shutdown_loses_no_acknowledged_publish() {
     const PUBLISHERS: u64 = 8;
     let grace = Duration::from_secs(8);
     let data = Arc::new(tempfile::tempdir().expect("temp dir"));
-    let mut hub = OpsHub::start(TestPki::new(), data, |config| {
+    let mut hub = TestHub::start_ops(TestPki::new(), data, |config| {
         config.shutdown_grace = grace;
     })
     .await;
@@ -862,7 +772,7 @@ async fn graceful_shutdown_loses_no_acknowledged_publish() {
     // Restart: every acknowledged event is there, with its value.
     let (pki, data) = (hub.pki.clone(), hub.data.clone());
     drop((hub, stream, watcher));
-    let hub = OpsHub::start(pki, data, |_| {}).await;
+    let hub = TestHub::start_ops(pki, data, |_| {}).await;
     let last = *acknowledged.keys().last().expect("some");
     let mut reader = hub.client("dot-regulator").await;
     let mut stream = reader
@@ -1078,7 +988,7 @@ async fn after_the_grace_timeout_remaining_connections_are_closed_and_the_hub_st
 
     let data = Arc::new(tempfile::tempdir().expect("temp dir"));
     let grace = Duration::from_millis(500);
-    let mut hub = OpsHub::start(TestPki::new(), data, |config| {
+    let mut hub = TestHub::start_ops(TestPki::new(), data, |config| {
         config.shutdown_grace = grace;
     })
     .await;
