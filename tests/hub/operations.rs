@@ -17,6 +17,44 @@ use tonic::Code;
 
 use crate::harness::*;
 
+/// One request to the reflection service of protocol version `$version` (`v1`
+/// or `v1alpha`, the same messages in two packages), and its first answer.
+macro_rules! reflect {
+    ($version:ident, $channel:expr, $request:ident($argument:expr)) => {{
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::$request($argument)),
+        };
+        ServerReflectionClient::new($channel)
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect(concat!("reflection ", stringify!($version)))
+            .into_inner()
+            .message()
+            .await
+            .expect("answer")
+            .expect("one")
+    }};
+}
+
+/// The services the reflection service of version `$version` lists.
+macro_rules! reflected_services {
+    ($version:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+        let answer = reflect!($version, $channel, ListServices(String::new()));
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("not a service list: {answer:?}");
+        };
+        list.service
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<HashSet<String>>()
+    }};
+}
+
 /// What the operations tests add to the shared [`TestHub`].
 trait OpsHub {
     fn issue(&self, org: &str) -> ClientCerts;
@@ -151,26 +189,10 @@ async fn health_and_reflection_answer_standard_tools() {
     assert_eq!(denied.code(), Code::PermissionDenied);
 
     // Reflection, both protocol versions, lists every service.
-    {
-        use tonic_reflection::pb::v1::ServerReflectionRequest;
-        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        let mut reflection = ServerReflectionClient::new(hub.channel("alpha-bank").await);
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut answers = reflection
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-            .expect("reflection")
-            .into_inner();
-        let answer = answers.message().await.expect("answer").expect("one");
-        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
-            panic!("not a service list: {answer:?}");
-        };
-        let names: HashSet<String> = list.service.into_iter().map(|s| s.name).collect();
+    for names in [
+        reflected_services!(v1, hub.channel("alpha-bank").await),
+        reflected_services!(v1alpha, hub.channel("alpha-bank").await),
+    ] {
         for service in [
             "dip.v1.IndicatorHub",
             "dip.v1.Admin",
@@ -178,19 +200,15 @@ async fn health_and_reflection_answer_standard_tools() {
         ] {
             assert!(names.contains(service), "{service} in {names:?}");
         }
-        // And the contract itself, for grpcurl's `describe`.
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::FileContainingSymbol(
-                "dip.v1.IndicatorHub".into(),
-            )),
-        };
-        let mut answers = reflection
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-            .expect("reflection")
-            .into_inner();
-        let answer = answers.message().await.expect("answer").expect("one");
+    }
+    // And the contract itself, for grpcurl's `describe`.
+    {
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        let answer = reflect!(
+            v1,
+            hub.channel("alpha-bank").await,
+            FileContainingSymbol("dip.v1.IndicatorHub".into())
+        );
         assert!(
             matches!(
                 answer.message_response,
@@ -198,27 +216,6 @@ async fn health_and_reflection_answer_standard_tools() {
             ),
             "{answer:?}"
         );
-    }
-    {
-        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-        let mut reflection = ServerReflectionClient::new(hub.channel("alpha-bank").await);
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut answers = reflection
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-            .expect("reflection v1alpha")
-            .into_inner();
-        let answer = answers.message().await.expect("answer").expect("one");
-        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
-            panic!("not a service list: {answer:?}");
-        };
-        assert!(list.service.iter().any(|s| s.name == "dip.v1.IndicatorHub"));
     }
 
     // During shutdown the hub reports NOT_SERVING to those watching.
