@@ -98,6 +98,14 @@ fn assert_tls_alert(outcome: &str, alert: &str) {
     );
 }
 
+/// `cert` (written under `name`, with the hub's CA) is refused in the TLS
+/// handshake with `alert`, and the hub serves on with nothing stored.
+async fn refused_in_the_handshake(hub: &TestHub, name: &str, cert: &IssuedCert, alert: &str) {
+    let certs = write_certs(hub.data_dir(), name, cert, &hub.pki.paths().ca_cert());
+    assert_tls_alert(&tls_refusal(hub, &certs).await, alert);
+    still_serving_with_head(hub, 0).await;
+}
+
 #[tokio::test]
 async fn a_client_without_a_certificate_is_refused_in_the_tls_handshake() {
     let hub = TestHub::start().await;
@@ -135,14 +143,7 @@ async fn a_certificate_from_another_ca_is_refused_in_the_tls_handshake() {
     let impostor = foreign
         .issue_client("alpha-bank", Validity::days(1))
         .expect("cert");
-    let certs = write_certs(
-        hub.data_dir(),
-        "impostor",
-        &impostor,
-        &hub.pki.paths().ca_cert(),
-    );
-    assert_tls_alert(&tls_refusal(&hub, &certs).await, "UnknownCA");
-    still_serving_with_head(&hub, 0).await;
+    refused_in_the_handshake(&hub, "impostor", &impostor, "UnknownCA").await;
 }
 
 #[tokio::test]
@@ -151,14 +152,7 @@ async fn an_expired_certificate_is_refused_in_the_tls_handshake() {
     let expired = hub_ca(&hub.pki)
         .issue_client("alpha-bank", Validity::expired())
         .expect("cert");
-    let certs = write_certs(
-        hub.data_dir(),
-        "expired",
-        &expired,
-        &hub.pki.paths().ca_cert(),
-    );
-    assert_tls_alert(&tls_refusal(&hub, &certs).await, "CertificateExpired");
-    still_serving_with_head(&hub, 0).await;
+    refused_in_the_handshake(&hub, "expired", &expired, "CertificateExpired").await;
 }
 
 #[tokio::test]
