@@ -6,19 +6,17 @@
 use anyhow::Result;
 use clap::Args;
 
-use dip_hub::indicator::{ActionType, Kind};
+use dip_hub::indicator::ActionType;
 use dip_hub::proto;
 
-use super::{ClientArgs, parse_enum, write};
+use super::{ClientArgs, IndicatorArgs, parse_enum, write};
 
 #[derive(Debug, Args)]
 pub struct ActionArgs {
     #[command(flatten)]
     pub client: ClientArgs,
-    #[arg(long, value_parser = parse_enum::<Kind>)]
-    pub kind: Kind,
-    #[arg(long)]
-    pub value: String,
+    #[command(flatten)]
+    pub indicator: IndicatorArgs,
     /// NUMBER_DISCONNECTED, ACCOUNT_FROZEN, ACCOUNT_DEREGISTERED, UPI_ID_DELINKED, URL_BLOCKED, HANDSET_BLOCKED or OTHER_ACTION.
     #[arg(long, value_parser = parse_enum::<ActionType>)]
     pub action: ActionType,
@@ -29,8 +27,8 @@ pub struct ActionArgs {
 /// Runs the subcommand.
 pub async fn run(args: ActionArgs) -> Result<()> {
     let request = proto::ReportActionRequest {
-        kind: args.kind as i32,
-        value: args.value,
+        kind: args.indicator.kind as i32,
+        value: args.indicator.value,
         action: args.action as i32,
         note: args.note,
         idempotency_key: String::new(),

@@ -6,27 +6,24 @@ use anyhow::Result;
 use clap::Args;
 
 use dip_hub::client;
-use dip_hub::indicator::Kind;
 use dip_hub::proto;
 
-use super::{ClientArgs, parse_enum, print_json, remote};
+use super::{ClientArgs, IndicatorArgs, print_json, remote};
 
 #[derive(Debug, Args)]
 pub struct LookupArgs {
     #[command(flatten)]
     pub client: ClientArgs,
-    #[arg(long, value_parser = parse_enum::<Kind>)]
-    pub kind: Kind,
-    #[arg(long)]
-    pub value: String,
+    #[command(flatten)]
+    pub indicator: IndicatorArgs,
 }
 
 /// Runs the subcommand.
 pub async fn run(args: LookupArgs) -> Result<()> {
     let mut client = args.client.connect().await?;
     let request = proto::LookupRequest {
-        kind: args.kind as i32,
-        value: args.value,
+        kind: args.indicator.kind as i32,
+        value: args.indicator.value,
     };
     let response = client.lookup(request).await.map_err(remote)?.into_inner();
     match response.state {

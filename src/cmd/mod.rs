@@ -118,6 +118,42 @@ impl ClientArgs {
     }
 }
 
+/// Which indicator: its kind and value (the hub normalizes the value).
+#[derive(Debug, Args)]
+pub struct IndicatorArgs {
+    /// PHONE_NUMBER, IMEI, URL, DOMAIN, IP_ADDRESS, UPI_ID, BANK_ACCOUNT, EMAIL or SMS_HEADER.
+    #[arg(long, value_parser = parse_enum::<Kind>)]
+    pub kind: Kind,
+    #[arg(long)]
+    pub value: String,
+}
+
+/// Which events or indicators: a filter on kind, category and risk.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Only these kinds (repeatable).
+    #[arg(long = "kind", value_parser = parse_enum::<Kind>)]
+    pub kinds: Vec<Kind>,
+    /// Only these categories (repeatable).
+    #[arg(long = "category", value_parser = parse_enum::<Category>)]
+    pub categories: Vec<Category>,
+    /// Only this risk and above.
+    #[arg(long, value_parser = parse_enum::<Risk>)]
+    pub min_risk: Option<Risk>,
+}
+
+impl FilterArgs {
+    /// The filter as the wire contract says it.
+    pub fn filter(&self) -> proto::Filter {
+        proto::Filter {
+            kinds: self.kinds.iter().map(|k| *k as i32).collect(),
+            categories: self.categories.iter().map(|c| *c as i32).collect(),
+            min_risk: self.min_risk.map_or(0, |r| r as i32),
+            types: Vec::new(),
+        }
+    }
+}
+
 /// Parses an enumeration by its protobuf name, case-insensitively.
 fn parse_enum<E: EnumFromName>(text: &str) -> std::result::Result<E, String> {
     let upper = text.trim().to_ascii_uppercase().replace('-', "_");

@@ -6,20 +6,17 @@
 use anyhow::Result;
 use clap::Args;
 
-use dip_hub::indicator::{Category, Kind, Risk, Tlp};
+use dip_hub::indicator::{Category, Risk, Tlp};
 use dip_hub::proto;
 
-use super::{ClientArgs, parse_enum, write};
+use super::{ClientArgs, IndicatorArgs, parse_enum, write};
 
 #[derive(Debug, Args)]
 pub struct PublishArgs {
     #[command(flatten)]
     pub client: ClientArgs,
-    /// PHONE_NUMBER, IMEI, URL, DOMAIN, IP_ADDRESS, UPI_ID, BANK_ACCOUNT, EMAIL or SMS_HEADER.
-    #[arg(long, value_parser = parse_enum::<Kind>)]
-    pub kind: Kind,
-    #[arg(long)]
-    pub value: String,
+    #[command(flatten)]
+    pub indicator: IndicatorArgs,
     /// FRAUD_CALL, SPAM, PHISHING, MULE_ACCOUNT, STOLEN_HANDSET, FAKE_KYC, DISCONNECTED or VOIP_ABUSE.
     #[arg(long, value_parser = parse_enum::<Category>)]
     pub category: Category,
@@ -46,8 +43,8 @@ pub async fn run(args: PublishArgs) -> Result<()> {
     });
     let request = proto::PublishRequest {
         indicators: vec![proto::Indicator {
-            kind: args.kind as i32,
-            value: args.value,
+            kind: args.indicator.kind as i32,
+            value: args.indicator.value,
             category: args.category as i32,
             risk: args.risk as i32,
             description: args.description,

@@ -6,19 +6,16 @@
 use anyhow::Result;
 use clap::Args;
 
-use dip_hub::indicator::Kind;
 use dip_hub::proto;
 
-use super::{ClientArgs, parse_enum, write};
+use super::{ClientArgs, IndicatorArgs, write};
 
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
     #[command(flatten)]
     pub client: ClientArgs,
-    #[arg(long, value_parser = parse_enum::<Kind>)]
-    pub kind: Kind,
-    #[arg(long)]
-    pub value: String,
+    #[command(flatten)]
+    pub indicator: IndicatorArgs,
     /// Why it is withdrawn.
     #[arg(long)]
     pub reason: String,
@@ -27,8 +24,8 @@ pub struct RevokeArgs {
 /// Runs the subcommand.
 pub async fn run(args: RevokeArgs) -> Result<()> {
     let request = proto::RevokeRequest {
-        kind: args.kind as i32,
-        value: args.value,
+        kind: args.indicator.kind as i32,
+        value: args.indicator.value,
         reason: args.reason,
         idempotency_key: String::new(),
     };

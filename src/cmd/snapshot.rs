@@ -8,10 +8,8 @@ use anyhow::Result;
 use clap::Args;
 
 use dip_hub::client;
-use dip_hub::indicator::{Category, Kind, Risk};
-use dip_hub::proto;
 
-use super::{ClientArgs, io_error, parse_enum, remote};
+use super::{ClientArgs, FilterArgs, io_error, remote};
 
 /// How a snapshot is written out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -29,26 +27,14 @@ pub struct SnapshotArgs {
     pub client: ClientArgs,
     #[arg(long, value_enum, default_value = "csv")]
     pub format: SnapshotFormat,
-    /// Only these kinds (repeatable).
-    #[arg(long = "kind", value_parser = parse_enum::<Kind>)]
-    pub kinds: Vec<Kind>,
-    /// Only these categories (repeatable).
-    #[arg(long = "category", value_parser = parse_enum::<Category>)]
-    pub categories: Vec<Category>,
-    /// Only this risk and above.
-    #[arg(long, value_parser = parse_enum::<Risk>)]
-    pub min_risk: Option<Risk>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 /// Runs the subcommand.
 pub async fn run(args: SnapshotArgs) -> Result<()> {
     let mut client = args.client.connect().await?;
-    let filter = proto::Filter {
-        kinds: args.kinds.iter().map(|k| *k as i32).collect(),
-        categories: args.categories.iter().map(|c| *c as i32).collect(),
-        min_risk: args.min_risk.map_or(0, |r| r as i32),
-        types: Vec::new(),
-    };
+    let filter = args.filter.filter();
     let snapshot = client::snapshot(&mut client, filter)
         .await
         .map_err(remote)?;

@@ -8,24 +8,16 @@ use anyhow::Result;
 use clap::Args;
 
 use dip_hub::client;
-use dip_hub::indicator::{Category, Kind, Risk};
 use dip_hub::proto;
 
-use super::{ClientArgs, io_error, parse_enum, print_json, remote};
+use super::{ClientArgs, FilterArgs, io_error, print_json, remote};
 
 #[derive(Debug, Args)]
 pub struct SubscribeArgs {
     #[command(flatten)]
     pub client: ClientArgs,
-    /// Only these kinds (repeatable).
-    #[arg(long = "kind", value_parser = parse_enum::<Kind>)]
-    pub kinds: Vec<Kind>,
-    /// Only these categories (repeatable).
-    #[arg(long = "category", value_parser = parse_enum::<Category>)]
-    pub categories: Vec<Category>,
-    /// Only this risk and above.
-    #[arg(long, value_parser = parse_enum::<Risk>)]
-    pub min_risk: Option<Risk>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Start after this sequence (0: from the beginning).
     #[arg(long, default_value_t = 0)]
     pub after: u64,
@@ -45,12 +37,7 @@ pub struct SubscribeArgs {
 pub async fn run(args: SubscribeArgs) -> Result<()> {
     let mut client = args.client.connect().await?;
     let request = proto::SubscribeRequest {
-        filter: Some(proto::Filter {
-            kinds: args.kinds.iter().map(|k| *k as i32).collect(),
-            categories: args.categories.iter().map(|c| *c as i32).collect(),
-            min_risk: args.min_risk.map_or(0, |r| r as i32),
-            types: Vec::new(),
-        }),
+        filter: Some(args.filter.filter()),
         after_sequence: args.after,
         from_now: args.from_now,
         consumer: args.consumer.clone(),
