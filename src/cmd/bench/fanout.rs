@@ -109,13 +109,13 @@ pub async fn run(
         if let Some(at) = seen.last_delivery {
             last_delivery = last_delivery.max(at);
         }
-        latency
-            .add(&seen.latency)
-            .map_err(|e| anyhow!("merging histograms: {e}"))?;
-        if let Some(error) = seen.error {
-            tracing::warn!(%error, "a subscriber stopped on an error");
-            errors += 1;
-        }
+        report::absorb(
+            &mut latency,
+            &seen.latency,
+            seen.error,
+            "a subscriber",
+            &mut errors,
+        )?;
     }
     let cpu = cpu.note();
     let delivery_secs = (last_delivery - start).as_secs_f64().max(f64::EPSILON);

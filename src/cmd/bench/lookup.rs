@@ -109,13 +109,13 @@ pub async fn run(
             .await
             .map_err(|e| anyhow!("a lookup task failed: {e}"))?;
         lookups += tally.lookups;
-        latency
-            .add(&tally.latency)
-            .map_err(|e| anyhow!("merging histograms: {e}"))?;
-        if let Some(error) = tally.error {
-            tracing::warn!(%error, "a lookup client stopped on an error");
-            errors += 1;
-        }
+        report::absorb(
+            &mut latency,
+            &tally.latency,
+            tally.error,
+            "a lookup client",
+            &mut errors,
+        )?;
     }
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu.note();

@@ -75,13 +75,13 @@ pub async fn run(
             .map_err(|e| anyhow!("a publisher task failed: {e}"))?;
         events += tally.events;
         requests += tally.requests;
-        latency
-            .add(&tally.latency)
-            .map_err(|e| anyhow!("merging histograms: {e}"))?;
-        if let Some(error) = tally.error {
-            tracing::warn!(%error, "a publisher stopped on an error");
-            errors += 1;
-        }
+        report::absorb(
+            &mut latency,
+            &tally.latency,
+            tally.error,
+            "a publisher",
+            &mut errors,
+        )?;
     }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = cpu.note();

@@ -17,6 +17,25 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 
+/// Merges one task's latencies into the scenario's, and logs and counts in
+/// `errors` the error the task stopped on (`who`: "a publisher", ...).
+pub fn absorb(
+    latency: &mut Histogram<u64>,
+    part: &Histogram<u64>,
+    error: Option<anyhow::Error>,
+    who: &str,
+    errors: &mut u64,
+) -> anyhow::Result<()> {
+    latency
+        .add(part)
+        .map_err(|e| anyhow::anyhow!("merging histograms: {e}"))?;
+    if let Some(error) = error {
+        tracing::warn!(%error, "{who} stopped on an error");
+        *errors += 1;
+    }
+    Ok(())
+}
+
 /// Records a latency, clamped into the histogram's range.
 pub fn record(histogram: &mut Histogram<u64>, micros: u64) {
     histogram.saturating_record(micros.clamp(1, MAX_LATENCY_US));
