@@ -9,11 +9,8 @@
 //! The kill moments come from a seeded generator; the seed is printed, and
 //! `DIP_CRASH_SEED=<seed>` replays the same choices (timing still varies).
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,8 +20,9 @@ use dip_hub::indicator::IndicatorKey;
 use dip_hub::proto::{self, EventType, IndicatorKind, Risk};
 use dip_hub::state::{self, IndicatorState};
 use dip_hub::wire;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use crate::child::ChildHub;
 use crate::harness::*;
 
 /// Kills (and restarts) of the hub.
@@ -72,80 +70,41 @@ fn seed() -> u64 {
     }
 }
 
-/// The hub binary running as a child process; killed with SIGKILL when dropped.
+/// The hub binary running as a child process ([`ChildHub`], killed with
+/// SIGKILL when dropped), with the log's head when it came up.
 struct HubProcess {
-    child: Child,
-    addr: SocketAddr,
+    hub: ChildHub,
     /// The log's head when the hub came up (after its replay).
     head: u64,
-    /// The last lines the hub logged, for failure messages.
-    logs: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl HubProcess {
     /// Starts `dip-hub serve` on an ephemeral loopback port and waits for the
-    /// "hub serving" line that gives its address.
+    /// "hub serving" line that gives its head.
     async fn start(pki: &TestPki, data_dir: &Path) -> HubProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dip-hub"))
-            .arg("--log-json")
-            .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--certs-dir")
-            .arg(pki.pki_dir())
-            .arg("--registry")
-            .arg(pki.registry())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the dip-hub binary starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let logs = Arc::new(Mutex::new(VecDeque::new()));
-        let (serving_tx, serving) = oneshot::channel::<(SocketAddr, u64)>();
-        let tail = logs.clone();
-        // Reads the hub's log to its end, so the pipe never fills.
-        std::thread::spawn(move || {
-            let mut serving_tx = Some(serving_tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(found) = serving_line(&line)
-                    && let Some(tx) = serving_tx.take()
-                {
-                    let _ = tx.send(found);
-                }
-                let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-                if tail.len() == 50 {
-                    tail.pop_front();
-                }
-                tail.push_back(line);
-            }
-        });
-        let outcome = tokio::time::timeout(STEP_TIMEOUT, serving).await;
-        let mut process = HubProcess {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            head: 0,
-            logs,
-        };
-        match outcome {
-            Ok(Ok((addr, head))) => {
-                process.addr = addr;
-                process.head = head;
-                process
-            }
-            _ => panic!(
-                "the hub did not report serving within {STEP_TIMEOUT:?}; its log:\n{}",
-                process.log_tail()
-            ),
-        }
+        let mut hub = ChildHub::start(
+            &[
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--data-dir".into(),
+                data_dir.into(),
+                "--certs-dir".into(),
+                pki.pki_dir().into(),
+                "--registry".into(),
+                pki.registry().into(),
+            ],
+            &[],
+        )
+        .await;
+        let serving = hub.logged("hub serving").await;
+        let head = serving["head"]
+            .as_u64()
+            .expect("the head in \"hub serving\"");
+        HubProcess { hub, head }
     }
 
     fn url(&self) -> String {
-        format!("https://localhost:{}", self.addr.port())
+        self.hub.url()
     }
 
     /// A client as `org`, retrying until the hub accepts connections (bounded).
@@ -160,7 +119,7 @@ impl HubProcess {
                 }
                 Err(error) => panic!(
                     "{org} cannot connect to the hub: {error}; its log:\n{}",
-                    self.log_tail()
+                    self.hub.log_tail()
                 ),
             }
         }
@@ -168,33 +127,8 @@ impl HubProcess {
 
     /// kill -9, and wait until the process is gone (its database lock with it).
     fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL the hub");
-        self.child.wait().expect("the killed hub is reaped");
+        self.hub.kill();
     }
-
-    fn log_tail(&self) -> String {
-        let tail = self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        tail.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The address and head from the hub's JSON "hub serving" log line.
-fn serving_line(line: &str) -> Option<(SocketAddr, u64)> {
-    let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    let fields = value.get("fields")?;
-    if fields.get("message")?.as_str()? != "hub serving" {
-        return None;
-    }
-    let addr = fields.get("addr")?.as_str()?.parse().ok()?;
-    let head = fields.get("head")?.as_u64()?;
-    Some((addr, head))
 }
 
 /// An acknowledged event, as the publisher was told.

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod bench;
+mod child;
 mod crash;
 mod expiry;
 mod fuzz;

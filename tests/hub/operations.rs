@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tonic::Code;
 
+use crate::child::ChildHub;
 use crate::harness::*;
 
 /// One request to the reflection service of protocol version `$version` (`v1`
@@ -794,8 +795,7 @@ async fn graceful_shutdown_loses_no_acknowledged_publish() {
 /// exit on SIGTERM.
 #[tokio::test]
 async fn the_binary_takes_a_config_file_reloads_on_sighup_and_stops_on_sigterm() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
 
     let pki = TestPki::new();
     let paths = pki.paths();
@@ -821,68 +821,24 @@ async fn the_binary_takes_a_config_file_reloads_on_sighup_and_stops_on_sigterm()
     )
     .expect("config");
     let data_dir = dir.path().join("db");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dip-hub"))
-        .args(["--log-json", "serve", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .env("DIP_REGISTRY", pki.registry())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the dip-hub binary starts");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (lines_tx, lines) = mpsc::unbounded_channel::<serde_json::Value>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(value) = serde_json::from_str(&line) {
-                let _ = lines_tx.send(value);
-            }
-        }
-    });
-    // Waits for a log line with this message (seen before or arriving); returns its fields.
-    async fn logged(
-        (lines, seen): &mut (
-            mpsc::UnboundedReceiver<serde_json::Value>,
-            Vec<serde_json::Value>,
-        ),
-        message: &str,
-    ) -> serde_json::Value {
-        if let Some(found) = seen
-            .iter()
-            .find(|line| line["fields"]["message"] == message)
-        {
-            return found["fields"].clone();
-        }
-        tokio::time::timeout(SOON, async {
-            while let Some(line) = lines.recv().await {
-                let fields = line["fields"].clone();
-                seen.push(line);
-                if fields["message"] == message {
-                    return fields;
-                }
-            }
-            panic!("the hub exited before logging {message:?}");
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no {message:?} within 10 s"))
-    }
-    let mut lines = (lines, Vec::new());
-    let metrics = logged(&mut lines, "metrics serving at /metrics").await;
-    let serving = logged(&mut lines, "hub serving").await;
+    let mut child = ChildHub::start(
+        &[
+            "--config".into(),
+            config.into(),
+            "--data-dir".into(),
+            data_dir.clone().into(),
+        ],
+        &[("DIP_REGISTRY", pki.registry().into())],
+    )
+    .await;
+    let metrics = child.logged("metrics serving at /metrics").await;
+    let serving = child.logged("hub serving").await;
     assert_eq!(
         serving["data_dir"].as_str(),
         Some(data_dir.to_str().expect("utf-8")),
         "the flag overrides the file"
     );
-    let grpc: std::net::SocketAddr = serving["addr"]
-        .as_str()
-        .expect("addr")
-        .parse()
-        .expect("addr");
+    let grpc = child.addr;
     let metrics: std::net::SocketAddr = metrics["addr"]
         .as_str()
         .expect("addr")
@@ -919,7 +875,9 @@ async fn the_binary_takes_a_config_file_reloads_on_sighup_and_stops_on_sigterm()
         .status()
         .expect("kill -HUP");
     assert!(hup.success());
-    let reloaded = logged(&mut lines, "reload: TLS credentials and CRLs in force").await;
+    let reloaded = child
+        .logged("reload: TLS credentials and CRLs in force")
+        .await;
     assert_eq!(reloaded["revoked_serials"], 1);
     let refused = alpha.lookup(lookup_request(1)).await.expect_err("revoked");
     assert_eq!(refused.code(), Code::Unauthenticated);
@@ -967,11 +925,8 @@ async fn the_binary_takes_a_config_file_reloads_on_sighup_and_stops_on_sigterm()
         .status()
         .expect("kill -TERM");
     assert!(term.success());
-    logged(&mut lines, "hub stopped").await;
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("exit status");
+    child.logged("hub stopped").await;
+    let status = child.exited().await;
     assert!(status.success(), "{status}");
 }
 
