@@ -1,4 +1,4 @@
-//! The `dip.v1.Admin` service: operating the hub without a restart.
+//! The `dip.v1.AdminService` service: operating the hub without a restart.
 //!
 //! Owns: onboarding and suspending organisations (changes take effect at once,
 //! are stored in the log's `orgs` tree and override the registry file at the
@@ -23,7 +23,7 @@ use crate::indicator::{Millis, Source, now_millis};
 use crate::log::Log;
 use crate::policy;
 use crate::proto;
-use crate::proto::server::admin_server::Admin;
+use crate::proto::server::admin_service_server::AdminService as AdminRpcs;
 use crate::registry::{Org, OrgStatus, Registry, Role};
 
 /// Longest organisation name, in characters.
@@ -81,7 +81,7 @@ pub async fn reload_tls(hub: &Hub) -> Result<Loaded> {
     Ok(loaded)
 }
 
-/// The `dip.v1.Admin` service.
+/// The `dip.v1.AdminService` service.
 pub struct AdminService {
     hub: Hub,
     /// One registry change at a time, so the stored change and the registry agree.
@@ -136,11 +136,11 @@ impl AdminService {
 }
 
 #[tonic::async_trait]
-impl Admin for AdminService {
+impl AdminRpcs for AdminService {
     async fn onboard_org(
         &self,
         request: Request<proto::OnboardOrgRequest>,
-    ) -> Result<Response<proto::OrgResponse>, Status> {
+    ) -> Result<Response<proto::OnboardOrgResponse>, Status> {
         let by = self.admin(&request, "OnboardOrg")?;
         let proto::OnboardOrgRequest { id, name, role } = request.into_inner();
         let id = org_id(&id)?;
@@ -189,7 +189,7 @@ impl Admin for AdminService {
         );
         self.hub.metrics.admin_action();
         self.audit(&by, "ADMIN_ONBOARD", org.id.clone(), org.role.as_str());
-        Ok(Response::new(proto::OrgResponse {
+        Ok(Response::new(proto::OnboardOrgResponse {
             org: Some(org_to_proto(&org)),
         }))
     }
@@ -197,18 +197,18 @@ impl Admin for AdminService {
     async fn set_org_status(
         &self,
         request: Request<proto::SetOrgStatusRequest>,
-    ) -> Result<Response<proto::OrgResponse>, Status> {
+    ) -> Result<Response<proto::SetOrgStatusResponse>, Status> {
         let by = self.admin(&request, "SetOrgStatus")?;
         let proto::SetOrgStatusRequest { id, status, reason } = request.into_inner();
         let id = org_id(&id)?;
         let status = match proto::OrgStatus::try_from(status) {
-            Ok(proto::OrgStatus::OrgActive) => OrgStatus::Active,
-            Ok(proto::OrgStatus::OrgSuspended) => OrgStatus::Suspended,
+            Ok(proto::OrgStatus::Active) => OrgStatus::Active,
+            Ok(proto::OrgStatus::Suspended) => OrgStatus::Suspended,
             _ => {
                 return Err(Error::invalid(
                     "status",
                     format!("{status} is not a status to set"),
-                    "ORG_ACTIVE or ORG_SUSPENDED",
+                    "ACTIVE or SUSPENDED",
                 )
                 .into());
             }
@@ -263,7 +263,7 @@ impl Admin for AdminService {
             org.id.clone(),
             status_name(org.status),
         );
-        Ok(Response::new(proto::OrgResponse {
+        Ok(Response::new(proto::SetOrgStatusResponse {
             org: Some(org_to_proto(&org)),
         }))
     }
@@ -399,8 +399,8 @@ fn role_to_proto(role: Role) -> proto::OrgRole {
 
 fn status_name(status: OrgStatus) -> &'static str {
     match status {
-        OrgStatus::Active => "ORG_ACTIVE",
-        OrgStatus::Suspended => "ORG_SUSPENDED",
+        OrgStatus::Active => "ACTIVE",
+        OrgStatus::Suspended => "SUSPENDED",
     }
 }
 
@@ -410,8 +410,8 @@ fn org_to_proto(org: &Org) -> proto::Org {
         name: org.name.clone(),
         role: role_to_proto(org.role) as i32,
         status: match org.status {
-            OrgStatus::Active => proto::OrgStatus::OrgActive,
-            OrgStatus::Suspended => proto::OrgStatus::OrgSuspended,
+            OrgStatus::Active => proto::OrgStatus::Active,
+            OrgStatus::Suspended => proto::OrgStatus::Suspended,
         } as i32,
     }
 }

@@ -24,7 +24,7 @@ use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::policy;
 use crate::proto;
-use crate::proto::server::indicator_hub_server::IndicatorHub;
+use crate::proto::server::indicator_hub_service_server::IndicatorHubService;
 use crate::registry::{Org, Registry};
 use crate::sequencer::{Change, Committed, Sequencer, Submission};
 use crate::snapshot;
@@ -110,7 +110,7 @@ impl Hub {
     }
 }
 
-/// The `dip.v1.IndicatorHub` service.
+/// The `dip.v1.IndicatorHubService` service.
 pub struct HubService {
     hub: Hub,
 }
@@ -126,7 +126,7 @@ type SnapshotStream =
     Pin<Box<dyn Stream<Item = Result<proto::SnapshotResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
-impl IndicatorHub for HubService {
+impl IndicatorHubService for HubService {
     async fn publish(
         &self,
         request: Request<proto::PublishRequest>,
@@ -158,7 +158,7 @@ impl IndicatorHub for HubService {
     async fn revoke(
         &self,
         request: Request<proto::RevokeRequest>,
-    ) -> Result<Response<proto::EventsResponse>, Status> {
+    ) -> Result<Response<proto::RevokeResponse>, Status> {
         let (org, source) = self.hub.caller(&request)?;
         let command = RevokeCommand::try_from(request.into_inner())?;
         let state = self.hub.visible_state(&org, command.key.clone()).await?;
@@ -181,13 +181,13 @@ impl IndicatorHub for HubService {
             "revoked"
         );
         let (events, replayed) = event_refs(committed);
-        Ok(Response::new(proto::EventsResponse { events, replayed }))
+        Ok(Response::new(proto::RevokeResponse { events, replayed }))
     }
 
     async fn report_action(
         &self,
         request: Request<proto::ReportActionRequest>,
-    ) -> Result<Response<proto::EventsResponse>, Status> {
+    ) -> Result<Response<proto::ReportActionResponse>, Status> {
         let (org, source) = self.hub.caller(&request)?;
         let command = ActionCommand::try_from(request.into_inner())?;
         let state = self.hub.visible_state(&org, command.key.clone()).await?;
@@ -207,7 +207,7 @@ impl IndicatorHub for HubService {
         };
         let committed = self.hub.sequencer.submit(permit, submission).await?;
         let (events, replayed) = event_refs(committed);
-        Ok(Response::new(proto::EventsResponse { events, replayed }))
+        Ok(Response::new(proto::ReportActionResponse { events, replayed }))
     }
 
     type SubscribeStream = FrameStream;

@@ -16,7 +16,7 @@ use crate::config::{ServeFile, ServeSettings};
 use crate::error::{Error, Result};
 use crate::indicator::{ActionType, Category, Kind, Risk, Tlp};
 use crate::pki;
-use crate::proto;
+use crate::proto::{self, ValueName};
 use crate::registry::Registry;
 use crate::server::{Controls, Listeners};
 
@@ -229,7 +229,7 @@ impl ClientArgs {
 
     async fn connect(
         &self,
-    ) -> Result<proto::indicator_hub_client::IndicatorHubClient<tonic::transport::Channel>> {
+    ) -> Result<proto::indicator_hub_service_client::IndicatorHubServiceClient<tonic::transport::Channel>> {
         client::connect(&self.hub, &self.certs()?).await
     }
 }
@@ -368,36 +368,10 @@ pub struct DemoArgs {
     pub registry: PathBuf,
 }
 
-/// Parses an enumeration by its protobuf name, case-insensitively.
-fn parse_enum<E: EnumFromName>(text: &str) -> std::result::Result<E, String> {
+/// Parses an enumeration by its name, short or full, case-insensitively.
+fn parse_enum<E: ValueName + Send + Sync>(text: &str) -> std::result::Result<E, String> {
     let upper = text.trim().to_ascii_uppercase().replace('-', "_");
-    E::from_name(&upper).ok_or_else(|| format!("{text:?} is not one of {}", E::NAMES.join(", ")))
-}
-
-/// Enumerations the command line accepts by name.
-pub trait EnumFromName: Sized + Clone + Send + Sync + 'static {
-    const NAMES: &'static [&'static str];
-    fn from_name(name: &str) -> Option<Self>;
-}
-
-macro_rules! enum_from_name {
-    ($($ty:ty: [$($name:literal),*]),* $(,)?) => {
-        $(impl EnumFromName for $ty {
-            const NAMES: &'static [&'static str] = &[$($name),*];
-            fn from_name(name: &str) -> Option<Self> {
-                <$ty>::from_str_name(name).filter(|v| *v as i32 != 0)
-            }
-        })*
-    };
-}
-
-enum_from_name! {
-    Kind: ["PHONE_NUMBER", "IMEI", "URL", "DOMAIN", "IP_ADDRESS", "UPI_ID", "BANK_ACCOUNT", "EMAIL", "SMS_HEADER"],
-    Category: ["FRAUD_CALL", "SPAM", "PHISHING", "MULE_ACCOUNT", "STOLEN_HANDSET", "FAKE_KYC", "DISCONNECTED", "VOIP_ABUSE"],
-    Risk: ["MEDIUM", "HIGH", "VERY_HIGH"],
-    Tlp: ["CLEAR", "GREEN", "AMBER", "RED"],
-    ActionType: ["NUMBER_DISCONNECTED", "ACCOUNT_FROZEN", "ACCOUNT_DEREGISTERED", "UPI_ID_DELINKED", "URL_BLOCKED", "HANDSET_BLOCKED", "OTHER_ACTION"],
-    proto::OrgRole: ["REGULATOR", "LAW_ENFORCEMENT", "BANK", "TSP", "PAYMENT_OPERATOR", "PLATFORM"],
+    E::from_name(&upper).ok_or_else(|| format!("{text:?} is not one of {}", E::short_names().join(", ")))
 }
 
 /// Runs one command to completion.
@@ -584,7 +558,7 @@ fn events_json(events: &[proto::EventRef], replayed: bool) -> serde_json::Value 
         "events": events.iter().map(|e| serde_json::json!({
             "sequence": e.sequence,
             "event_id": e.event_id,
-            "type": crate::indicator::EventType::try_from(e.r#type).map(|t| t.as_str_name()).unwrap_or("?"),
+            "type": crate::indicator::EventType::try_from(e.r#type).map(|t| t.short_name()).unwrap_or("?"),
         })).collect::<Vec<_>>(),
     })
 }
@@ -717,15 +691,15 @@ pub fn status_error(status: tonic::Status) -> Error {
 }
 
 async fn admin(args: AdminArgs) -> Result<()> {
-    use proto::admin_client::AdminClient;
+    use proto::admin_service_client::AdminServiceClient;
     let channel = client::channel(&args.client.hub, &args.client.certs()?).await?;
-    let mut admin = AdminClient::new(channel);
+    let mut admin = AdminServiceClient::new(channel);
     let org_json = |org: &proto::Org| {
         serde_json::json!({
             "id": org.id,
             "name": org.name,
-            "role": proto::OrgRole::try_from(org.role).map_or("?", |r| r.as_str_name()),
-            "status": proto::OrgStatus::try_from(org.status).map_or("?", |s| s.as_str_name()),
+            "role": proto::OrgRole::try_from(org.role).map_or("?", |r| r.short_name()),
+            "status": proto::OrgStatus::try_from(org.status).map_or("?", |s| s.short_name()),
         })
     };
     let set_status =
@@ -754,15 +728,21 @@ async fn admin(args: AdminArgs) -> Result<()> {
                 role: role as i32,
             })
             .await
-            .map_err(status_error)?,
+            .map_err(status_error)?
+            .into_inner()
+            .org,
         AdminCommand::Suspend { id, reason } => admin
-            .set_org_status(set_status(id, proto::OrgStatus::OrgSuspended, reason))
+            .set_org_status(set_status(id, proto::OrgStatus::Suspended, reason))
             .await
-            .map_err(status_error)?,
+            .map_err(status_error)?
+            .into_inner()
+            .org,
         AdminCommand::Activate { id, reason } => admin
-            .set_org_status(set_status(id, proto::OrgStatus::OrgActive, reason))
+            .set_org_status(set_status(id, proto::OrgStatus::Active, reason))
             .await
-            .map_err(status_error)?,
+            .map_err(status_error)?
+            .into_inner()
+            .org,
         AdminCommand::ReloadCrls => {
             let loaded = admin
                 .reload_crls(proto::ReloadCrlsRequest {})
@@ -800,7 +780,7 @@ async fn admin(args: AdminArgs) -> Result<()> {
             return Ok(());
         }
     };
-    if let Some(org) = &changed.get_ref().org {
+    if let Some(org) = &changed {
         print_json(&org_json(org));
     }
     Ok(())

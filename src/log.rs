@@ -700,7 +700,7 @@ mod tests {
         );
 
         let b_extended = state("b@ok", Some(3_000), Status::Active);
-        let a_revoked = state("a@ok", Some(2_000), Status::StatusRevoked);
+        let a_revoked = state("a@ok", Some(2_000), Status::Revoked);
         log.apply_state(
             &[
                 StateChange {

@@ -9,6 +9,7 @@
 //! or the writer, never bind its own port (the caller passes a bound listener),
 //! and never expose indicator values or organisation data beyond counts.
 
+use crate::proto::ValueName;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -81,9 +82,9 @@ impl Metrics {
         let mut published = Vec::with_capacity(KINDS * TYPES);
         for kind in 0..KINDS {
             for event_type in 0..TYPES {
-                let kind = Kind::try_from(kind as i32).map_or("UNKNOWN", |k| k.as_str_name());
+                let kind = Kind::try_from(kind as i32).map_or("UNKNOWN", |k| k.short_name());
                 let event_type =
-                    EventType::try_from(event_type as i32).map_or("UNKNOWN", |t| t.as_str_name());
+                    EventType::try_from(event_type as i32).map_or("UNKNOWN", |t| t.short_name());
                 published.push(
                     events
                         .get_or_create(&[("kind", kind), ("type", event_type)])

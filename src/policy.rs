@@ -4,6 +4,7 @@
 //! denied) and TLP visibility. Returns a [`Permit`], which appending to the log
 //! requires. Must never do I/O or look at requests beyond what it is given.
 
+use crate::proto::ValueName;
 use crate::error::{Error, Result};
 use crate::indicator::{ActionType, Category, Indicator, Kind, Tlp};
 use crate::registry::{Org, Role};
@@ -83,8 +84,8 @@ pub fn authorize_publish(org: &Org, indicators: &[Indicator]) -> Result<Permit> 
                 "indicators[{index}]: {} ({}) may not publish {} with category {}: {rule}",
                 org.id,
                 org.role.as_str(),
-                indicator.key.kind.as_str_name(),
-                indicator.category.as_str_name(),
+                indicator.key.kind.short_name(),
+                indicator.category.short_name(),
             ))
         })?;
     }
@@ -108,7 +109,7 @@ fn check_publish(org: &Org, indicator: &Indicator) -> std::result::Result<(), St
                 org.role.as_str(),
                 kinds
                     .iter()
-                    .map(|k| k.as_str_name())
+                    .map(|k| k.short_name())
                     .collect::<Vec<_>>()
                     .join(", ")
             )
@@ -126,7 +127,7 @@ fn check_publish(org: &Org, indicator: &Indicator) -> std::result::Result<(), St
                 .map(|r| r.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-            category.as_str_name()
+            category.short_name()
         ));
     }
     Ok(())
@@ -210,13 +211,13 @@ pub fn authorize_action(
             "action",
             format!(
                 "{} does not apply to a {} indicator",
-                action.as_str_name(),
-                kind.as_str_name()
+                action.short_name(),
+                kind.short_name()
             ),
             format!(
                 "{} for {}, or OTHER_ACTION",
-                action.as_str_name(),
-                names(kinds.iter().map(|k| k.as_str_name()))
+                action.short_name(),
+                names(kinds.iter().map(|k| k.short_name()))
             ),
         ));
     }
@@ -225,7 +226,7 @@ pub fn authorize_action(
             "{} ({}) may not report {}: only {} report it",
             org.id,
             org.role.as_str(),
-            action.as_str_name(),
+            action.short_name(),
             names(roles.iter().map(|r| r.as_str()))
         )));
     }

@@ -33,8 +33,8 @@ use crate::error::{Error, Result};
 use crate::expiry;
 use crate::log::Log;
 use crate::metrics::{self, Metrics};
-use crate::proto::server::admin_server::AdminServer;
-use crate::proto::server::indicator_hub_server::IndicatorHubServer;
+use crate::proto::server::admin_service_server::AdminServiceServer;
+use crate::proto::server::indicator_hub_service_server::IndicatorHubServiceServer;
 use crate::registry::Registry;
 use crate::sequencer::Sequencer;
 use crate::streams::Streams;
@@ -162,8 +162,8 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
         .map(|reload| tokio::spawn(reload_on_trigger(hub.clone(), reload, side_tasks.clone())));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<IndicatorHubServer<HubService>>().await;
-    health.set_serving::<AdminServer<AdminService>>().await;
+    health.set_serving::<IndicatorHubServiceServer<HubService>>().await;
+    health.set_serving::<AdminServiceServer<AdminService>>().await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -173,9 +173,9 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
 
-    let hub_service = IndicatorHubServer::new(HubService::new(hub.clone()))
+    let hub_service = IndicatorHubServiceServer::new(HubService::new(hub.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let admin_service = AdminServer::new(AdminService::new(hub.clone()));
+    let admin_service = AdminServiceServer::new(AdminService::new(hub.clone()));
     drop(hub);
     // Cut after the grace timeout: tonic's connection tasks outlive its server
     // future, and with them the services and every hub handle.
@@ -186,9 +186,9 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
         shutdown.await;
         tracing::info!("shutting down: no new connections, ending streams");
         health
-            .set_not_serving::<IndicatorHubServer<HubService>>()
+            .set_not_serving::<IndicatorHubServiceServer<HubService>>()
             .await;
-        health.set_not_serving::<AdminServer<AdminService>>().await;
+        health.set_not_serving::<AdminServiceServer<AdminService>>().await;
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;

@@ -22,7 +22,7 @@ use crate::client::{self, ClientCerts};
 use crate::error::{Error, Result};
 use crate::pki;
 use crate::proto;
-use crate::proto::indicator_hub_client::IndicatorHubClient;
+use crate::proto::indicator_hub_service_client::IndicatorHubServiceClient;
 
 /// How long a stopping hub may take to drain before it is killed.
 const STOP_DEADLINE: Duration = Duration::from_secs(30);
@@ -201,7 +201,7 @@ impl ChildHub {
     }
 
     /// A client acting as `org`, on a connection of its own.
-    pub async fn client(&self, bench: &BenchDir, org: &str) -> Result<IndicatorHubClient<Channel>> {
+    pub async fn client(&self, bench: &BenchDir, org: &str) -> Result<IndicatorHubServiceClient<Channel>> {
         client::connect(&self.url, &bench.certs(org)).await
     }
 

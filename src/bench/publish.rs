@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 use crate::proto;
-use crate::proto::indicator_hub_client::IndicatorHubClient;
+use crate::proto::indicator_hub_service_client::IndicatorHubServiceClient;
 
 use super::Workload;
 use super::hub::{BenchDir, ChildHub, publisher_org};
@@ -109,7 +109,7 @@ pub async fn run(
 
 /// Publishes batches of new indicators one at a time until `deadline`.
 async fn publisher(
-    mut client: IndicatorHubClient<Channel>,
+    mut client: IndicatorHubServiceClient<Channel>,
     workload: Workload,
     batch: usize,
     numbers: Arc<AtomicU64>,

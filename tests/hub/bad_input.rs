@@ -22,9 +22,9 @@ use tonic::transport::Channel;
 use crate::fuzz::{arb_lookup_request, arb_publish_request, arb_subscribe_request};
 use crate::harness::*;
 
-const PUBLISH: &str = "/dip.v1.IndicatorHub/Publish";
-const SUBSCRIBE: &str = "/dip.v1.IndicatorHub/Subscribe";
-const LOOKUP: &str = "/dip.v1.IndicatorHub/Lookup";
+const PUBLISH: &str = "/dip.v1.IndicatorHubService/Publish";
+const SUBSCRIBE: &str = "/dip.v1.IndicatorHubService/Subscribe";
+const LOOKUP: &str = "/dip.v1.IndicatorHubService/Lookup";
 
 /// A codec that sends and receives message bodies as raw bytes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -584,7 +584,7 @@ async fn broken_grpc_framing_is_refused_and_the_hub_keeps_serving() {
         ),
         (
             "a method the hub does not have",
-            "/dip.v1.IndicatorHub/DropAllTables",
+            "/dip.v1.IndicatorHubService/DropAllTables",
             &[0, 0, 0, 0, 0],
             Code::Unimplemented,
             "",

@@ -10,14 +10,14 @@ use dip_hub::client::{self, ClientCerts};
 use dip_hub::config::{Config, TlsFiles};
 use dip_hub::pki::{self, DevPkiPaths};
 use dip_hub::proto;
-use dip_hub::proto::indicator_hub_client::IndicatorHubClient;
+use dip_hub::proto::indicator_hub_service_client::IndicatorHubServiceClient;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-pub type Client = IndicatorHubClient<Channel>;
+pub type Client = IndicatorHubServiceClient<Channel>;
 
 /// The registry every test hub starts with (the development one).
 pub const REGISTRY: &str = include_str!("../../certs/orgs.toml");

@@ -45,7 +45,7 @@ pub async fn revoke(
     value: &str,
     reason: &str,
     idempotency_key: &str,
-) -> Result<proto::EventsResponse, tonic::Status> {
+) -> Result<proto::RevokeResponse, tonic::Status> {
     client
         .revoke(proto::RevokeRequest {
             kind: IndicatorKind::PhoneNumber as i32,
@@ -62,7 +62,7 @@ pub async fn report_action(
     value: &str,
     action: ActionType,
     note: &str,
-) -> Result<proto::EventsResponse, tonic::Status> {
+) -> Result<proto::ReportActionResponse, tonic::Status> {
     client
         .report_action(proto::ReportActionRequest {
             kind: IndicatorKind::PhoneNumber as i32,
@@ -182,11 +182,11 @@ async fn only_the_source_or_the_regulator_revokes() {
         .expect("the regulator revokes");
 
     let one = state(&mut bank, &phone(1)).await;
-    assert_eq!(one.status, IndicatorStatus::StatusRevoked as i32);
+    assert_eq!(one.status, IndicatorStatus::Revoked as i32);
     assert_eq!(one.revoke_reason, "false positive: a hospital");
     assert_eq!(one.history_length, 2);
     let two = state(&mut bank, &phone(2)).await;
-    assert_eq!(two.status, IndicatorStatus::StatusRevoked as i32);
+    assert_eq!(two.status, IndicatorStatus::Revoked as i32);
     assert_eq!(two.revoke_reason, "court order");
 
     let again = revoke(&mut police, &phone(1), "again", "")

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use dip_hub::client::{self, ClientCerts};
 use dip_hub::config::{Config, TlsFiles};
 use dip_hub::pki::{CertAuthority, Validity};
-use dip_hub::proto::admin_client::AdminClient;
+use dip_hub::proto::admin_service_client::AdminServiceClient;
 use dip_hub::proto::{self, IndicatorKind, OrgRole, OrgStatus};
 use dip_hub::server::{Controls, Listeners};
 use tempfile::TempDir;
@@ -90,8 +90,8 @@ impl OpsHub {
             .unwrap_or_else(|e| panic!("{org} connects: {e}"))
     }
 
-    async fn admin(&self, org: &str) -> AdminClient<Channel> {
-        AdminClient::new(self.channel(org).await)
+    async fn admin(&self, org: &str) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel(org).await)
     }
 
     fn trigger_stop(&mut self) {
@@ -217,7 +217,7 @@ async fn health_and_reflection_answer_standard_tools() {
         .await
         .expect("connects");
     let mut health = HealthClient::new(channel.clone());
-    for service in ["", "dip.v1.IndicatorHub", "dip.v1.Admin"] {
+    for service in ["", "dip.v1.IndicatorHubService", "dip.v1.AdminService"] {
         let answer = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -234,7 +234,7 @@ async fn health_and_reflection_answer_standard_tools() {
         .await
         .expect_err("unknown service");
     assert_eq!(unknown.code(), Code::NotFound);
-    let denied = proto::indicator_hub_client::IndicatorHubClient::new(channel)
+    let denied = proto::indicator_hub_service_client::IndicatorHubServiceClient::new(channel)
         .lookup(lookup_request(1))
         .await
         .expect_err("not registered");
@@ -262,8 +262,8 @@ async fn health_and_reflection_answer_standard_tools() {
         };
         let names: HashSet<String> = list.service.into_iter().map(|s| s.name).collect();
         for service in [
-            "dip.v1.IndicatorHub",
-            "dip.v1.Admin",
+            "dip.v1.IndicatorHubService",
+            "dip.v1.AdminService",
             "grpc.health.v1.Health",
         ] {
             assert!(names.contains(service), "{service} in {names:?}");
@@ -272,7 +272,7 @@ async fn health_and_reflection_answer_standard_tools() {
         let request = ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::FileContainingSymbol(
-                "dip.v1.IndicatorHub".into(),
+                "dip.v1.IndicatorHubService".into(),
             )),
         };
         let mut answers = reflection
@@ -308,13 +308,13 @@ async fn health_and_reflection_answer_standard_tools() {
         let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
             panic!("not a service list: {answer:?}");
         };
-        assert!(list.service.iter().any(|s| s.name == "dip.v1.IndicatorHub"));
+        assert!(list.service.iter().any(|s| s.name == "dip.v1.IndicatorHubService"));
     }
 
     // During shutdown the hub reports NOT_SERVING to those watching.
     let mut watch = health
         .watch(HealthCheckRequest {
-            service: "dip.v1.IndicatorHub".into(),
+            service: "dip.v1.IndicatorHubService".into(),
         })
         .await
         .expect("watch")
@@ -402,7 +402,7 @@ async fn only_the_regulator_administers_and_bad_requests_name_the_field() {
     let denied = police
         .set_org_status(proto::SetOrgStatusRequest {
             id: "alpha-bank".into(),
-            status: OrgStatus::OrgSuspended as i32,
+            status: OrgStatus::Suspended as i32,
             reason: "x".into(),
         })
         .await
@@ -437,7 +437,7 @@ async fn only_the_regulator_administers_and_bad_requests_name_the_field() {
     let no_reason = regulator
         .set_org_status(proto::SetOrgStatusRequest {
             id: "alpha-bank".into(),
-            status: OrgStatus::OrgSuspended as i32,
+            status: OrgStatus::Suspended as i32,
             reason: String::new(),
         })
         .await
@@ -446,7 +446,7 @@ async fn only_the_regulator_administers_and_bad_requests_name_the_field() {
     let unknown = regulator
         .set_org_status(proto::SetOrgStatusRequest {
             id: "nobody".into(),
-            status: OrgStatus::OrgSuspended as i32,
+            status: OrgStatus::Suspended as i32,
             reason: "x".into(),
         })
         .await
@@ -455,7 +455,7 @@ async fn only_the_regulator_administers_and_bad_requests_name_the_field() {
     let itself = regulator
         .set_org_status(proto::SetOrgStatusRequest {
             id: "dot-regulator".into(),
-            status: OrgStatus::OrgSuspended as i32,
+            status: OrgStatus::Suspended as i32,
             reason: "oops".into(),
         })
         .await
@@ -468,7 +468,7 @@ async fn only_the_regulator_administers_and_bad_requests_name_the_field() {
         .expect("list")
         .into_inner()
         .orgs;
-    assert!(orgs.iter().all(|o| o.status == OrgStatus::OrgActive as i32));
+    assert!(orgs.iter().all(|o| o.status == OrgStatus::Active as i32));
     assert!(!orgs.iter().any(|o| o.id == "gamma-bank"));
     hub.stop().await;
 }
@@ -499,7 +499,7 @@ async fn onboarding_and_suspension_take_effect_at_once_and_survive_a_restart() {
         .into_inner()
         .org
         .expect("org");
-    assert_eq!(onboarded.status, OrgStatus::OrgActive as i32);
+    assert_eq!(onboarded.status, OrgStatus::Active as i32);
     // The same connection is admitted at once.
     publish(&mut gamma, vec![phone_indicator(7)]).await;
 
@@ -514,7 +514,7 @@ async fn onboarding_and_suspension_take_effect_at_once_and_survive_a_restart() {
     regulator
         .set_org_status(proto::SetOrgStatusRequest {
             id: "alpha-bank".into(),
-            status: OrgStatus::OrgSuspended as i32,
+            status: OrgStatus::Suspended as i32,
             reason: "compliance review".into(),
         })
         .await
@@ -564,8 +564,8 @@ async fn onboarding_and_suspension_take_effect_at_once_and_survive_a_restart() {
         .collect();
     assert_eq!(orgs["gamma-bank"].role, OrgRole::Bank as i32);
     assert_eq!(orgs["gamma-bank"].name, "Gamma Bank");
-    assert_eq!(orgs["alpha-bank"].status, OrgStatus::OrgSuspended as i32);
-    assert_eq!(orgs["beta-bank"].status, OrgStatus::OrgActive as i32);
+    assert_eq!(orgs["alpha-bank"].status, OrgStatus::Suspended as i32);
+    assert_eq!(orgs["beta-bank"].status, OrgStatus::Active as i32);
     let mut alpha = hub.client("alpha-bank").await;
     assert_eq!(
         alpha
@@ -591,7 +591,7 @@ async fn onboarding_and_suspension_take_effect_at_once_and_survive_a_restart() {
     regulator
         .set_org_status(proto::SetOrgStatusRequest {
             id: "alpha-bank".into(),
-            status: OrgStatus::OrgActive as i32,
+            status: OrgStatus::Active as i32,
             reason: String::new(),
         })
         .await
@@ -1044,7 +1044,7 @@ async fn the_binary_takes_a_config_file_reloads_on_sighup_and_stops_on_sigterm()
     .await;
     assert!(suspended.status.success(), "{suspended:?}");
     let line: serde_json::Value = serde_json::from_slice(&suspended.stdout).expect("one JSON line");
-    assert_eq!(line["status"], "ORG_SUSPENDED");
+    assert_eq!(line["status"], "SUSPENDED");
     let orgs = admin("dot-regulator", &["orgs"]).await;
     assert!(orgs.status.success(), "{orgs:?}");
     assert_eq!(String::from_utf8_lossy(&orgs.stdout).lines().count(), 9);

@@ -115,7 +115,7 @@ async fn a_client_without_a_certificate_is_refused_in_the_tls_handshake() {
     let outcome = match channel {
         Err(error) => format!("connect: {error:?}"),
         Ok(channel) => {
-            let status = proto::indicator_hub_client::IndicatorHubClient::new(channel)
+            let status = proto::indicator_hub_service_client::IndicatorHubServiceClient::new(channel)
                 .publish(one_phone(1))
                 .await
                 .expect_err("no certificate, no service");

@@ -3,6 +3,7 @@
 //! caught up, slow subscribers that hold back nobody and still get everything,
 //! and snapshots that, followed by a subscription, stay exact.
 
+use dip_hub::proto::ValueName;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -108,7 +109,7 @@ fn readme_digest<'a>(keys: impl IntoIterator<Item = (&'a str, &'a str)>) -> Stri
 fn kind_name(kind: i32) -> &'static str {
     IndicatorKind::try_from(kind)
         .expect("known kind")
-        .as_str_name()
+        .short_name()
 }
 
 async fn snapshot(client: &mut Client, filter: proto::Filter) -> dip_hub::client::Snapshot {
