@@ -207,7 +207,10 @@ impl IndicatorHubService for HubService {
         };
         let committed = self.hub.sequencer.submit(permit, submission).await?;
         let (events, replayed) = event_refs(committed);
-        Ok(Response::new(proto::ReportActionResponse { events, replayed }))
+        Ok(Response::new(proto::ReportActionResponse {
+            events,
+            replayed,
+        }))
     }
 
     type SubscribeStream = FrameStream;

@@ -229,7 +229,9 @@ impl ClientArgs {
 
     async fn connect(
         &self,
-    ) -> Result<proto::indicator_hub_service_client::IndicatorHubServiceClient<tonic::transport::Channel>> {
+    ) -> Result<
+        proto::indicator_hub_service_client::IndicatorHubServiceClient<tonic::transport::Channel>,
+    > {
         client::connect(&self.hub, &self.certs()?).await
     }
 }
@@ -371,7 +373,8 @@ pub struct DemoArgs {
 /// Parses an enumeration by its name, short or full, case-insensitively.
 fn parse_enum<E: ValueName + Send + Sync>(text: &str) -> std::result::Result<E, String> {
     let upper = text.trim().to_ascii_uppercase().replace('-', "_");
-    E::from_name(&upper).ok_or_else(|| format!("{text:?} is not one of {}", E::short_names().join(", ")))
+    E::from_name(&upper)
+        .ok_or_else(|| format!("{text:?} is not one of {}", E::short_names().join(", ")))
 }
 
 /// Runs one command to completion.
@@ -721,28 +724,34 @@ async fn admin(args: AdminArgs) -> Result<()> {
             }
             return Ok(());
         }
-        AdminCommand::Onboard { id, name, role } => admin
-            .onboard_org(proto::OnboardOrgRequest {
-                id,
-                name,
-                role: role as i32,
-            })
-            .await
-            .map_err(status_error)?
-            .into_inner()
-            .org,
-        AdminCommand::Suspend { id, reason } => admin
-            .set_org_status(set_status(id, proto::OrgStatus::Suspended, reason))
-            .await
-            .map_err(status_error)?
-            .into_inner()
-            .org,
-        AdminCommand::Activate { id, reason } => admin
-            .set_org_status(set_status(id, proto::OrgStatus::Active, reason))
-            .await
-            .map_err(status_error)?
-            .into_inner()
-            .org,
+        AdminCommand::Onboard { id, name, role } => {
+            admin
+                .onboard_org(proto::OnboardOrgRequest {
+                    id,
+                    name,
+                    role: role as i32,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .org
+        }
+        AdminCommand::Suspend { id, reason } => {
+            admin
+                .set_org_status(set_status(id, proto::OrgStatus::Suspended, reason))
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .org
+        }
+        AdminCommand::Activate { id, reason } => {
+            admin
+                .set_org_status(set_status(id, proto::OrgStatus::Active, reason))
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .org
+        }
         AdminCommand::ReloadCrls => {
             let loaded = admin
                 .reload_crls(proto::ReloadCrlsRequest {})

@@ -4,9 +4,9 @@
 //! denied) and TLP visibility. Returns a [`Permit`], which appending to the log
 //! requires. Must never do I/O or look at requests beyond what it is given.
 
-use crate::proto::ValueName;
 use crate::error::{Error, Result};
 use crate::indicator::{ActionType, Category, Indicator, Kind, Tlp};
+use crate::proto::ValueName;
 use crate::registry::{Org, Role};
 
 /// Proof that a submission was authorized; only this module makes one.

@@ -88,7 +88,10 @@ mod tests {
             IndicatorKind::from_name("INDICATOR_KIND_UPI_ID"),
             Some(IndicatorKind::UpiId)
         );
-        assert_eq!(IndicatorKind::from_name("UPI_ID"), Some(IndicatorKind::UpiId));
+        assert_eq!(
+            IndicatorKind::from_name("UPI_ID"),
+            Some(IndicatorKind::UpiId)
+        );
         assert_eq!(IndicatorKind::from_name("UNSPECIFIED"), None);
         assert_eq!(IndicatorKind::from_name("INDICATOR_KIND_UNSPECIFIED"), None);
         assert_eq!(Risk::short_names(), ["MEDIUM", "HIGH", "VERY_HIGH"]);

@@ -162,8 +162,12 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
         .map(|reload| tokio::spawn(reload_on_trigger(hub.clone(), reload, side_tasks.clone())));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<IndicatorHubServiceServer<HubService>>().await;
-    health.set_serving::<AdminServiceServer<AdminService>>().await;
+    health
+        .set_serving::<IndicatorHubServiceServer<HubService>>()
+        .await;
+    health
+        .set_serving::<AdminServiceServer<AdminService>>()
+        .await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -188,7 +192,9 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
         health
             .set_not_serving::<IndicatorHubServiceServer<HubService>>()
             .await;
-        health.set_not_serving::<AdminServiceServer<AdminService>>().await;
+        health
+            .set_not_serving::<AdminServiceServer<AdminService>>()
+            .await;
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::indicator::{
-    Action, ActionType, EventType, Indicator, IndicatorKey, Kind, Millis, Risk, Tlp,
-    now_millis,
+    Action, ActionType, EventType, Indicator, IndicatorKey, Kind, Millis, Risk, Tlp, now_millis,
 };
 use crate::log::MAX_IDEMPOTENCY_KEY_LEN;
 use crate::normalize;

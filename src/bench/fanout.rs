@@ -159,7 +159,9 @@ struct Published {
 /// the events due by then go out in one request (at most `max_batch` each),
 /// without waiting for earlier answers (at most `in_flight` outstanding).
 async fn publish_paced(
-    client: crate::proto::indicator_hub_service_client::IndicatorHubServiceClient<tonic::transport::Channel>,
+    client: crate::proto::indicator_hub_service_client::IndicatorHubServiceClient<
+        tonic::transport::Channel,
+    >,
     workload: &Workload,
     plan: Plan,
 ) -> Published {

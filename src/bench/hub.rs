@@ -201,7 +201,11 @@ impl ChildHub {
     }
 
     /// A client acting as `org`, on a connection of its own.
-    pub async fn client(&self, bench: &BenchDir, org: &str) -> Result<IndicatorHubServiceClient<Channel>> {
+    pub async fn client(
+        &self,
+        bench: &BenchDir,
+        org: &str,
+    ) -> Result<IndicatorHubServiceClient<Channel>> {
         client::connect(&self.url, &bench.certs(org)).await
     }
 

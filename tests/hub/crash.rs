@@ -373,7 +373,10 @@ async fn lifecycle(
                 reason: format!("withdrawn by {org}"),
                 idempotency_key: String::new(),
             };
-            (value, client.revoke(request).await.map(|r| r.into_inner().events))
+            (
+                value,
+                client.revoke(request).await.map(|r| r.into_inner().events),
+            )
         }
         FollowUp::Action(value) => {
             let request = proto::ReportActionRequest {
@@ -383,7 +386,13 @@ async fn lifecycle(
                 note: format!("handled by {org}"),
                 idempotency_key: String::new(),
             };
-            (value, client.report_action(request).await.map(|r| r.into_inner().events))
+            (
+                value,
+                client
+                    .report_action(request)
+                    .await
+                    .map(|r| r.into_inner().events),
+            )
         }
     };
     match answer {

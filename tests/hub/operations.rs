@@ -308,7 +308,11 @@ async fn health_and_reflection_answer_standard_tools() {
         let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
             panic!("not a service list: {answer:?}");
         };
-        assert!(list.service.iter().any(|s| s.name == "dip.v1.IndicatorHubService"));
+        assert!(
+            list.service
+                .iter()
+                .any(|s| s.name == "dip.v1.IndicatorHubService")
+        );
     }
 
     // During shutdown the hub reports NOT_SERVING to those watching.
