@@ -8,6 +8,7 @@ mod expiry;
 mod fuzz;
 mod harness;
 mod lifecycle;
+mod misp;
 mod operations;
 mod policy;
 mod provision;
