@@ -4,6 +4,7 @@
 mod bad_input;
 mod bench;
 mod crash;
+mod deploy;
 mod expiry;
 mod fuzz;
 mod harness;
