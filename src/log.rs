@@ -389,7 +389,10 @@ impl Log {
         if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
             return Err(Error::io(context(), std::io::Error::last_os_error()));
         }
-        Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+        // The field types differ between platforms (u32 on some 32-bit ones).
+        #[allow(clippy::useless_conversion)]
+        let (blocks, block_size) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
+        Ok(blocks.saturating_mul(block_size))
     }
 }
 

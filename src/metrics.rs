@@ -422,11 +422,23 @@ mod tests {
         assert!(text.contains("dip_log_size_bytes 4096"));
         assert!(text.contains("dip_disk_available_bytes 1073741824"));
         let publishing = metrics.publish_started();
-        assert!(metrics.render(10, Disk::default()).contains("dip_publishes_in_flight 1"));
+        assert!(
+            metrics
+                .render(10, Disk::default())
+                .contains("dip_publishes_in_flight 1")
+        );
         drop(publishing);
-        assert!(metrics.render(10, Disk::default()).contains("dip_publishes_in_flight 0"));
+        assert!(
+            metrics
+                .render(10, Disk::default())
+                .contains("dip_publishes_in_flight 0")
+        );
         assert!(text.contains("dip_durable_head_sequence 10"));
         drop((slow, fast));
-        assert!(metrics.render(10, Disk::default()).contains("dip_subscribers 0"));
+        assert!(
+            metrics
+                .render(10, Disk::default())
+                .contains("dip_subscribers 0")
+        );
     }
 }

@@ -204,7 +204,11 @@ impl Feed {
                 .unwrap_or(Risk::Unspecified);
             active.insert(attribute["uuid"].as_str().unwrap_or_default().to_string());
             let group = groups.entry(event).or_insert_with(|| Group {
-                info: format!("DIP Hub: {} indicators, TLP:{}", category.as_str_name(), tlp_name(tlp)),
+                info: format!(
+                    "DIP Hub: {} indicators, TLP:{}",
+                    category.as_str_name(),
+                    tlp_name(tlp)
+                ),
                 tlp: tlp_tag(tlp),
                 level: threat_level(Risk::Medium),
                 attributes: Vec::new(),
@@ -366,7 +370,8 @@ pub fn read_previous(dir: &Path) -> Result<Feed> {
 /// pulling meanwhile reads the old feed or the new one), and removes event
 /// files of the previous export that the new manifest no longer names.
 pub fn write(dir: &Path, feed: &Feed, previous: &Feed) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     for (uuid, event) in &feed.events {
         replace(dir, &format!("{uuid}.json"), event.to_string().as_bytes())?;
     }
@@ -393,7 +398,13 @@ fn replace(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn state(kind: Kind, value: &str, category: Category, tlp: Tlp, risk: Risk) -> proto::IndicatorState {
+    fn state(
+        kind: Kind,
+        value: &str,
+        category: Category,
+        tlp: Tlp,
+        risk: Risk,
+    ) -> proto::IndicatorState {
         proto::IndicatorState {
             indicator: Some(proto::Indicator {
                 kind: kind as i32,
@@ -405,8 +416,14 @@ mod tests {
                 tlp: tlp as i32,
             }),
             source_org: "mumbai-police".into(),
-            first_seen: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
-            last_seen: Some(prost_types::Timestamp { seconds: 1_700_000_100, nanos: 0 }),
+            first_seen: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            last_seen: Some(prost_types::Timestamp {
+                seconds: 1_700_000_100,
+                nanos: 0,
+            }),
             ..Default::default()
         }
     }
@@ -414,9 +431,27 @@ mod tests {
     #[test]
     fn one_event_per_category_and_tlp_with_the_highest_risk_as_threat_level() {
         let states = [
-            state(Kind::PhoneNumber, "+919876543210", Category::FraudCall, Tlp::Green, Risk::Medium),
-            state(Kind::PhoneNumber, "+919876543211", Category::FraudCall, Tlp::Green, Risk::VeryHigh),
-            state(Kind::Url, "https://x.example/", Category::Phishing, Tlp::Amber, Risk::High),
+            state(
+                Kind::PhoneNumber,
+                "+919876543210",
+                Category::FraudCall,
+                Tlp::Green,
+                Risk::Medium,
+            ),
+            state(
+                Kind::PhoneNumber,
+                "+919876543211",
+                Category::FraudCall,
+                Tlp::Green,
+                Risk::VeryHigh,
+            ),
+            state(
+                Kind::Url,
+                "https://x.example/",
+                Category::Phishing,
+                Tlp::Amber,
+                Risk::High,
+            ),
         ];
         let feed = Feed::build(&states, 7, &Feed::default(), 1_800_000_000);
         assert_eq!(feed.events.len(), 2);
@@ -425,7 +460,10 @@ mod tests {
         assert_eq!(calls["Attribute"].as_array().map(Vec::len), Some(2));
         assert_eq!(calls["Attribute"][0]["type"], "phone-number");
         assert_eq!(calls["Tag"][0]["name"], "tlp:green");
-        assert_eq!(feed.manifest()[event_uuid("PHISHING", "AMBER")]["threat_level_id"], "2");
+        assert_eq!(
+            feed.manifest()[event_uuid("PHISHING", "AMBER")]["threat_level_id"],
+            "2"
+        );
         assert_eq!(feed.hashes_csv().lines().count(), 3);
         assert!(feed.hashes_csv().contains(&format!(
             "{:x},{}",
@@ -436,24 +474,49 @@ mod tests {
 
     #[test]
     fn an_indicator_gone_from_the_snapshot_is_carried_as_deleted_then_dropped() {
-        let kept = state(Kind::Imei, "490154203237518", Category::StolenHandset, Tlp::Clear, Risk::High);
-        let gone = state(Kind::Imei, "356938035643809", Category::StolenHandset, Tlp::Clear, Risk::High);
+        let kept = state(
+            Kind::Imei,
+            "490154203237518",
+            Category::StolenHandset,
+            Tlp::Clear,
+            Risk::High,
+        );
+        let gone = state(
+            Kind::Imei,
+            "356938035643809",
+            Category::StolenHandset,
+            Tlp::Clear,
+            Risk::High,
+        );
         let first = Feed::build(&[kept.clone(), gone], 1, &Feed::default(), 1_800_000_000);
         let second = Feed::build(std::slice::from_ref(&kept), 2, &first, 1_800_000_100);
-        let attributes = second.events[&event_uuid("STOLEN_HANDSET", "CLEAR")]["Event"]["Attribute"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let attributes =
+            second.events[&event_uuid("STOLEN_HANDSET", "CLEAR")]["Event"]["Attribute"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
         let deleted: Vec<_> = attributes.iter().filter(|a| a["deleted"] == true).collect();
         assert_eq!(deleted.len(), 1);
         assert_eq!(deleted[0]["value"], "356938035643809");
         assert_eq!(deleted[0]["timestamp"], "1800000100");
         assert_eq!(second.active_attributes(), 1);
-        assert_eq!(second.hashes_csv().lines().count(), 1, "deleted values are not in hashes.csv");
-        let later = Feed::build(&[kept], 3, &second, 1_800_000_100 + KEEP_DELETED_SECONDS + 1);
-        assert_eq!(later.events[&event_uuid("STOLEN_HANDSET", "CLEAR")]["Event"]["Attribute"]
-            .as_array()
-            .map(Vec::len), Some(1));
+        assert_eq!(
+            second.hashes_csv().lines().count(),
+            1,
+            "deleted values are not in hashes.csv"
+        );
+        let later = Feed::build(
+            &[kept],
+            3,
+            &second,
+            1_800_000_100 + KEEP_DELETED_SECONDS + 1,
+        );
+        assert_eq!(
+            later.events[&event_uuid("STOLEN_HANDSET", "CLEAR")]["Event"]["Attribute"]
+                .as_array()
+                .map(Vec::len),
+            Some(1)
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ use crate::operations::OpsHub;
 use crate::provision;
 
 fn deploy(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path)
 }
 
 fn read(path: &Path) -> String {
@@ -77,13 +79,15 @@ async fn the_alerts_and_the_dashboard_name_only_metrics_the_hub_exports() {
     assert!(exported.contains("dip_disk_available_bytes"), "{text}");
     assert!(exported.contains("dip_publishes_in_flight"), "{text}");
 
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&read(&deploy("grafana/dip-hub.json"))).expect("the dashboard is JSON");
+    let dashboard: serde_json::Value = serde_json::from_str(&read(&deploy("grafana/dip-hub.json")))
+        .expect("the dashboard is JSON");
     let panels = dashboard["panels"].as_array().expect("panels");
     assert!(!panels.is_empty());
     let mut dashboard_names = BTreeSet::new();
     for panel in panels {
-        let targets = panel["targets"].as_array().expect("every panel has targets");
+        let targets = panel["targets"]
+            .as_array()
+            .expect("every panel has targets");
         assert!(!targets.is_empty(), "{panel}");
         for target in targets {
             let expr = target["expr"].as_str().expect("a PromQL expr");
@@ -109,9 +113,16 @@ async fn the_alerts_and_the_dashboard_name_only_metrics_the_hub_exports() {
         .collect();
     let shown: Vec<_> = families
         .iter()
-        .filter(|family| !dashboard_names.iter().any(|name| name.starts_with(family.as_str())))
+        .filter(|family| {
+            !dashboard_names
+                .iter()
+                .any(|name| name.starts_with(family.as_str()))
+        })
         .collect();
-    assert!(shown.is_empty(), "metrics missing from the dashboard: {shown:?}");
+    assert!(
+        shown.is_empty(),
+        "metrics missing from the dashboard: {shown:?}"
+    );
 }
 
 #[test]
@@ -120,7 +131,10 @@ fn the_production_config_and_the_systemd_unit_are_what_the_binary_accepts() {
     use dip_hub::cli::{Cli, Command as Cmd};
     let config = dip_hub::config::ServeFile::load(&deploy("hub.production.toml"))
         .expect("the production config parses with no unknown key");
-    assert_eq!(config.metrics_listen.map(|a| a.ip().is_loopback()), Some(true));
+    assert_eq!(
+        config.metrics_listen.map(|a| a.ip().is_loopback()),
+        Some(true)
+    );
     let unit = read(&deploy("systemd/dip-hub.service"));
     let exec = unit
         .lines()
@@ -134,5 +148,8 @@ fn the_production_config_and_the_systemd_unit_are_what_the_binary_accepts() {
         }
         other => panic!("ExecStart runs {other:?}, not serve"),
     }
-    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"), "reload is SIGHUP");
+    assert!(
+        unit.contains("ExecReload=/bin/kill -HUP $MAINPID"),
+        "reload is SIGHUP"
+    );
 }

@@ -56,7 +56,10 @@ fn load_with_pymisp(out: &Path) -> Vec<serde_json::Value> {
     );
     let report: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("misp_check reports JSON");
-    report["attributes"].as_array().cloned().expect("attributes")
+    report["attributes"]
+        .as_array()
+        .cloned()
+        .expect("attributes")
 }
 
 fn tag_value<'a>(attribute: &'a serde_json::Value, predicate: &str) -> Option<&'a str> {
@@ -119,7 +122,10 @@ async fn assert_feed_is_the_snapshot(hub: &TestHub, attributes: &[serde_json::Va
         );
         held.insert((kind.to_string(), value.to_string(), tlp));
     }
-    assert_eq!(held, expected, "the feed holds exactly the caller's snapshot");
+    assert_eq!(
+        held, expected,
+        "the feed holds exactly the caller's snapshot"
+    );
 }
 
 async fn revoke(client: &mut crate::harness::Client, kind: proto::IndicatorKind, value: &str) {
@@ -197,5 +203,8 @@ async fn a_misp_feed_export_loads_in_pymisp_and_holds_exactly_the_callers_snapsh
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
         .count();
-    assert_eq!(files, 1 + report["events"].as_u64().expect("events") as usize);
+    assert_eq!(
+        files,
+        1 + report["events"].as_u64().expect("events") as usize
+    );
 }

@@ -61,12 +61,20 @@ pub fn python_packages(packages: &[&str]) -> PathBuf {
             dir.display()
         );
         let output = Command::new(python())
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .args(["--upgrade", "--target"])
             .arg(&dir)
             .args(&missing)
             .output()
-            .unwrap_or_else(|e| panic!("running {} -m pip: {e}; install python3 and pip", python()));
+            .unwrap_or_else(|e| {
+                panic!("running {} -m pip: {e}; install python3 and pip", python())
+            });
         assert!(
             output.status.success(),
             "pip install {missing:?} failed ({}):\n{}",
@@ -85,10 +93,10 @@ pub fn python_packages(packages: &[&str]) -> PathBuf {
 /// from Debian's `prometheus` package, fetched with `apt-get download` and
 /// unpacked with `dpkg -x` into `<target>/promtool/` (done once).
 pub fn promtool() -> PathBuf {
-    if let Ok(output) = Command::new("promtool").arg("--version").output() {
-        if output.status.success() {
-            return PathBuf::from("promtool");
-        }
+    if let Ok(output) = Command::new("promtool").arg("--version").output()
+        && output.status.success()
+    {
+        return PathBuf::from("promtool");
     }
     let dir = target_dir().join("promtool");
     let binary = dir.join("root/usr/bin/promtool");
@@ -119,8 +127,15 @@ pub fn promtool() -> PathBuf {
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .find(|path| path.extension().is_some_and(|e| e == "deb"))
             .expect("apt-get download left a .deb");
-        run(Command::new("dpkg").arg("-x").arg(&deb).arg(dir.join("root")));
-        assert!(binary.exists(), "{} is not in the package", binary.display());
+        run(Command::new("dpkg")
+            .arg("-x")
+            .arg(&deb)
+            .arg(dir.join("root")));
+        assert!(
+            binary.exists(),
+            "{} is not in the package",
+            binary.display()
+        );
     });
     binary
 }

@@ -18,7 +18,10 @@ use crate::provision;
 
 /// The organisation the block list belongs to, and its filter.
 const ORG: &str = "tsp-one";
-const KINDS: [proto::IndicatorKind; 2] = [proto::IndicatorKind::PhoneNumber, proto::IndicatorKind::Imei];
+const KINDS: [proto::IndicatorKind; 2] = [
+    proto::IndicatorKind::PhoneNumber,
+    proto::IndicatorKind::Imei,
+];
 
 /// The program, killed when the test ends however it ends.
 struct Program {
@@ -85,7 +88,9 @@ impl Program {
                 }
                 Err(_) => {
                     let status = self.child.try_wait();
-                    panic!("the block list did not report synced at {head} within 60 s (exit: {status:?})")
+                    panic!(
+                        "the block list did not report synced at {head} within 60 s (exit: {status:?})"
+                    )
                 }
             }
         }
@@ -129,9 +134,14 @@ fn imei(n: u64) -> String {
 /// Checks the program's report and state file against a fresh Snapshot as of the same sequence.
 async fn assert_exact(hub: &TestHub, line: &serde_json::Value, work: &Path) {
     let mut tsp = hub.client(ORG).await;
-    let snapshot = client::snapshot(&mut tsp, filter()).await.expect("snapshot");
+    let snapshot = client::snapshot(&mut tsp, filter())
+        .await
+        .expect("snapshot");
     assert_eq!(line["applied_through"], snapshot.as_of_sequence, "{line}");
-    assert_eq!(line["digest"], snapshot.digest, "the program's digest is the hub's: {line}");
+    assert_eq!(
+        line["digest"], snapshot.digest,
+        "the program's digest is the hub's: {line}"
+    );
     let expected: BTreeSet<(String, String)> = snapshot
         .indicators
         .iter()
@@ -141,10 +151,9 @@ async fn assert_exact(hub: &TestHub, line: &serde_json::Value, work: &Path) {
             (kind.as_str_name().to_string(), i.value.clone())
         })
         .collect();
-    let state: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(work.join("state.json")).expect("the state file"),
-    )
-    .expect("the state file is JSON");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(work.join("state.json")).expect("the state file"))
+            .expect("the state file is JSON");
     let held: BTreeSet<(String, String)> = state["indicators"]
         .as_array()
         .expect("indicators")
@@ -214,7 +223,12 @@ async fn round(hub: &TestHub, round: u64) -> u64 {
     .await
     .expect("action");
     for n in [base + 3, base + 4, base + 50] {
-        revoke(&mut police, proto::IndicatorKind::PhoneNumber, &crate::harness::phone(n)).await;
+        revoke(
+            &mut police,
+            proto::IndicatorKind::PhoneNumber,
+            &crate::harness::phone(n),
+        )
+        .await;
     }
     revoke(&mut tsp, proto::IndicatorKind::Imei, &imei(base + 5)).await
 }
