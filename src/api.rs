@@ -132,6 +132,7 @@ impl IndicatorHubService for HubService {
         request: Request<proto::PublishRequest>,
     ) -> Result<Response<proto::PublishResponse>, Status> {
         let started = Instant::now();
+        let _in_flight = self.hub.metrics.publish_started();
         let (org, source) = self.hub.caller(&request)?;
         let batch = PublishBatch::try_from(request.into_inner())?;
         let permit = policy::authorize_publish(&org, &batch.indicators)?;

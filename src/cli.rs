@@ -53,6 +53,11 @@ pub enum Command {
     /// Every active indicator you may see (matching the filter), as of one sequence:
     /// CSV or JSON on stdout; the sequence and the digest on stderr.
     Snapshot(SnapshotArgs),
+    /// Export what you may see to another tool's format (a MISP feed directory).
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
     /// Start a hub on a fresh embedded database and watch simulated stakeholders use it.
     Demo(DemoArgs),
     /// Operate a running hub (regulator only): organisations, CRL reload, audit trail.
@@ -357,6 +362,33 @@ pub struct SnapshotArgs {
     pub min_risk: Option<Risk>,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// A MISP feed (manifest.json, one event per category and TLP, hashes.csv)
+    /// from a Snapshot taken with your certificate; run it again into the same
+    /// directory to update the feed (indicators no longer active become deleted
+    /// attributes). Serve the directory over HTTPS and add it to MISP as a feed.
+    Misp(MispArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MispArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The feed directory (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Only these kinds (repeatable).
+    #[arg(long = "kind", value_parser = parse_enum::<Kind>)]
+    pub kinds: Vec<Kind>,
+    /// Only these categories (repeatable).
+    #[arg(long = "category", value_parser = parse_enum::<Category>)]
+    pub categories: Vec<Category>,
+    /// Only this risk and above.
+    #[arg(long, value_parser = parse_enum::<Risk>)]
+    pub min_risk: Option<Risk>,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// The database directory (default: a fresh temporary one, removed afterwards).
@@ -390,6 +422,9 @@ pub async fn execute(command: Command) -> Result<()> {
         Command::Subscribe(args) => subscribe(args).await,
         Command::Lookup(args) => lookup(args).await,
         Command::Snapshot(args) => snapshot(args).await,
+        Command::Export {
+            command: ExportCommand::Misp(args),
+        } => export_misp(args).await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Admin(args) => admin(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
@@ -667,6 +702,40 @@ async fn snapshot(args: SnapshotArgs) -> Result<()> {
         snapshot.indicators.len(),
         snapshot.as_of_sequence
     );
+    Ok(())
+}
+
+async fn export_misp(args: MispArgs) -> Result<()> {
+    let mut client = args.client.connect().await?;
+    let filter = proto::Filter {
+        kinds: args.kinds.iter().map(|k| *k as i32).collect(),
+        categories: args.categories.iter().map(|c| *c as i32).collect(),
+        min_risk: args.min_risk.map_or(0, |r| r as i32),
+        types: Vec::new(),
+    };
+    let snapshot = client::snapshot(&mut client, filter).await?;
+    let out = args.out;
+    let now = crate::indicator::now_millis() / 1000;
+    let written = tokio::task::spawn_blocking(move || {
+        let previous = crate::misp::read_previous(&out)?;
+        let feed = crate::misp::Feed::build(
+            &snapshot.indicators,
+            snapshot.as_of_sequence,
+            &previous,
+            now,
+        );
+        crate::misp::write(&out, &feed, &previous)?;
+        Ok::<_, Error>((feed, snapshot.as_of_sequence, out))
+    })
+    .await
+    .map_err(|e| Error::io("the export task", std::io::Error::other(e)))?;
+    let (feed, as_of_sequence, out) = written?;
+    print_json(&serde_json::json!({
+        "out": out.display().to_string(),
+        "as_of_sequence": as_of_sequence,
+        "events": feed.events.len(),
+        "attributes": feed.active_attributes(),
+    }));
     Ok(())
 }
 

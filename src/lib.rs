@@ -37,6 +37,8 @@
 //! what up; [`metrics`] serves Prometheus metrics on their own listener; [`config`]
 //! merges the config file, environment and flags into one validated `Config`.
 //!
+//! [`misp`] maps a snapshot to a MISP feed, for `dip-hub export misp`.
+//!
 //! [`bench`] is a load generator: it runs a hub as a child process and measures
 //! it over real mutual TLS, through the same public paths as any client.
 
@@ -60,6 +62,7 @@ pub mod identity;
 pub mod indicator;
 pub mod log;
 pub mod metrics;
+pub mod misp;
 pub mod normalize;
 pub mod pki;
 pub mod policy;

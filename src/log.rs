@@ -112,6 +112,8 @@ pub struct Log {
     cursors: sled::Tree,
     orgs: sled::Tree,
     audit: sled::Tree,
+    /// The database directory (for the free space on its filesystem).
+    dir: std::sync::Arc<Path>,
 }
 
 impl Log {
@@ -127,6 +129,7 @@ impl Log {
             orgs: db.open_tree("orgs")?,
             audit: db.open_tree("audit")?,
             db,
+            dir: dir.into(),
         })
     }
 
@@ -371,6 +374,25 @@ impl Log {
     /// Bytes the database takes on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
+    }
+
+    /// Bytes available to the hub (not root) on the filesystem that holds the database.
+    #[cfg(unix)]
+    pub fn disk_available(&self) -> Result<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let context = || format!("reading the free space of {}", self.dir.display());
+        let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes())
+            .map_err(|e| Error::io(context(), std::io::Error::other(e)))?;
+        // SAFETY: `path` is a NUL-terminated string and `stat` a zeroed statvfs
+        // that the call fills in; both outlive the call.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+            return Err(Error::io(context(), std::io::Error::last_os_error()));
+        }
+        // The field types differ between platforms (u32 on some 32-bit ones).
+        #[allow(clippy::useless_conversion)]
+        let (blocks, block_size) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
+        Ok(blocks.saturating_mul(block_size))
     }
 }
 

@@ -27,6 +27,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::Result;
 use crate::feed::Feed;
 use crate::indicator::{EventType, Kind};
 use crate::log::Log;
@@ -53,10 +54,12 @@ struct Inner {
     delivered_events: Counter,
     delivered_frames: Counter,
     publish_latency: Histogram,
+    publishes_in_flight: Gauge,
     subscribers: Gauge,
     lag_max: Gauge,
     lag_total: Gauge,
     log_size: Gauge,
+    disk_available: Gauge,
     head: Gauge,
     audit_recorded: Counter,
     audit_dropped: Counter,
@@ -118,6 +121,11 @@ impl Metrics {
             "Time from a Publish request's arrival to its durable answer",
             publish_latency.clone(),
         );
+        let publishes_in_flight = gauge(
+            &mut registry,
+            "publishes_in_flight",
+            "Publish requests received and not yet answered",
+        );
         let subscribers = gauge(&mut registry, "subscribers", "Open Subscribe streams");
         let lag_max = gauge(
             &mut registry,
@@ -133,6 +141,11 @@ impl Metrics {
             &mut registry,
             "log_size_bytes",
             "Bytes the database takes on disk",
+        );
+        let disk_available = gauge(
+            &mut registry,
+            "disk_available_bytes",
+            "Bytes available to the hub on the filesystem that holds its database",
         );
         let head = gauge(
             &mut registry,
@@ -161,10 +174,12 @@ impl Metrics {
                 delivered_events,
                 delivered_frames,
                 publish_latency,
+                publishes_in_flight,
                 subscribers,
                 lag_max,
                 lag_total,
                 log_size,
+                disk_available,
                 head,
                 audit_recorded,
                 audit_dropped,
@@ -192,6 +207,12 @@ impl Metrics {
         self.inner.publish_latency.observe(elapsed.as_secs_f64());
     }
 
+    /// A Publish request in progress until the returned guard is dropped.
+    pub fn publish_started(&self) -> InFlight {
+        self.inner.publishes_in_flight.inc();
+        InFlight(self.inner.publishes_in_flight.clone())
+    }
+
     pub fn audit_recorded(&self, n: usize) {
         self.inner.audit_recorded.inc_by(n as u64);
     }
@@ -217,8 +238,8 @@ impl Metrics {
         SubscriberProgress { position }
     }
 
-    /// The exposition, with scrape-time values (`head`, `log_size`) filled in.
-    pub fn render(&self, head: u64, log_size: Option<u64>) -> String {
+    /// The exposition, with scrape-time values (`head`, the disk) filled in.
+    pub fn render(&self, head: u64, disk: Disk) -> String {
         let inner = &self.inner;
         let (count, max, total) = {
             let mut positions = inner
@@ -238,8 +259,11 @@ impl Metrics {
         inner.lag_max.set(to_i64(max));
         inner.lag_total.set(to_i64(total));
         inner.head.set(to_i64(head));
-        if let Some(size) = log_size {
+        if let Some(size) = disk.log_size {
             inner.log_size.set(to_i64(size));
+        }
+        if let Some(available) = disk.available {
+            inner.disk_available.set(to_i64(available));
         }
         let mut text = String::new();
         if let Err(error) = encode(&mut text, &inner.registry) {
@@ -247,6 +271,24 @@ impl Metrics {
         }
         text
     }
+}
+
+/// Counts one request in flight while it lives.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// What a scrape read from the disk (None: reading it failed).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Disk {
+    /// Bytes the database takes.
+    pub log_size: Option<u64>,
+    /// Bytes available on its filesystem.
+    pub available: Option<u64>,
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -322,15 +364,20 @@ async fn scrape(
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"));
     }
-    let size = match tokio::task::spawn_blocking(move || log.size_on_disk()).await {
-        Ok(Ok(size)) => Some(size),
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "reading the database size failed");
-            None
+    let disk = tokio::task::spawn_blocking(move || {
+        let read = |what: &str, value: Result<u64>| {
+            value
+                .map_err(|error| tracing::warn!(%error, "reading {what} failed"))
+                .ok()
+        };
+        Disk {
+            log_size: read("the database size", log.size_on_disk()),
+            available: read("the free disk space", log.disk_available()),
         }
-        Err(_) => None,
-    };
-    let text = metrics.render(feed.committed(), size);
+    })
+    .await
+    .unwrap_or_default();
+    let text = metrics.render(feed.committed(), disk);
     let mut response = Response::new(Full::new(Bytes::from(text)));
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -359,7 +406,13 @@ mod tests {
         metrics.published(Kind::Imei, EventType::Revoked);
         let slow = metrics.subscriber(3);
         let fast = metrics.subscriber(10);
-        let text = metrics.render(10, Some(4096));
+        let text = metrics.render(
+            10,
+            Disk {
+                log_size: Some(4096),
+                available: Some(1 << 30),
+            },
+        );
         assert!(
             text.contains(r#"dip_events_published_total{kind="UPI_ID",type="PUBLISHED"} 2"#),
             "{text}"
@@ -368,8 +421,25 @@ mod tests {
         assert!(text.contains("dip_subscribers 2"));
         assert!(text.contains("dip_subscriber_lag_max 7"));
         assert!(text.contains("dip_log_size_bytes 4096"));
+        assert!(text.contains("dip_disk_available_bytes 1073741824"));
+        let publishing = metrics.publish_started();
+        assert!(
+            metrics
+                .render(10, Disk::default())
+                .contains("dip_publishes_in_flight 1")
+        );
+        drop(publishing);
+        assert!(
+            metrics
+                .render(10, Disk::default())
+                .contains("dip_publishes_in_flight 0")
+        );
         assert!(text.contains("dip_durable_head_sequence 10"));
         drop((slow, fast));
-        assert!(metrics.render(10, None).contains("dip_subscribers 0"));
+        assert!(
+            metrics
+                .render(10, Disk::default())
+                .contains("dip_subscribers 0")
+        );
     }
 }

@@ -80,13 +80,24 @@ impl TestHub {
         data: Arc<TempDir>,
         tweak: impl FnOnce(&mut Config),
     ) -> TestHub {
+        TestHub::start_at(pki, data, 0, tweak).await
+    }
+
+    /// A hub on an existing PKI and database, listening on `port` (0: any), e.g.
+    /// the port of a hub just stopped, so that clients reconnect to the same address.
+    pub async fn start_at(
+        pki: Arc<TestPki>,
+        data: Arc<TempDir>,
+        port: u16,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestHub {
         let mut config = Config::new(
             data.path().join("db"),
             TlsFiles::dev(&pki.pki_dir()),
             pki.registry(),
         );
         tweak(&mut config);
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(dip_hub::server::run(config, listener, async {

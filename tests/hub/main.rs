@@ -4,12 +4,16 @@
 mod bad_input;
 mod bench;
 mod crash;
+mod deploy;
 mod expiry;
 mod fuzz;
 mod harness;
 mod lifecycle;
+mod misp;
 mod operations;
 mod policy;
+mod provision;
+mod python_client;
 mod security;
 mod spine;
 mod subscriptions;

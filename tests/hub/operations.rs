@@ -28,7 +28,7 @@ const SOON: Duration = Duration::from_secs(10);
 
 /// A hub served with every operations feature: a metrics listener and a reload
 /// trigger beside the gRPC listener.
-struct OpsHub {
+pub(crate) struct OpsHub {
     pki: Arc<TestPki>,
     data: Arc<TempDir>,
     port: u16,
@@ -39,7 +39,11 @@ struct OpsHub {
 }
 
 impl OpsHub {
-    async fn start(pki: Arc<TestPki>, data: Arc<TempDir>, tweak: impl FnOnce(&mut Config)) -> Self {
+    pub(crate) async fn start(
+        pki: Arc<TestPki>,
+        data: Arc<TempDir>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut config = Config::new(
             data.path().join("db"),
             TlsFiles::dev(&pki.pki_dir()),
@@ -78,7 +82,7 @@ impl OpsHub {
         format!("https://localhost:{}", self.port)
     }
 
-    async fn client(&self, org: &str) -> Client {
+    pub(crate) async fn client(&self, org: &str) -> Client {
         client::connect(&self.url(), &self.pki.certs(org))
             .await
             .unwrap_or_else(|e| panic!("{org} connects: {e}"))
@@ -133,7 +137,7 @@ impl OpsHub {
     }
 
     /// `GET path` on the metrics listener: (status line, body).
-    async fn http_get(&self, path: &str) -> (String, String) {
+    pub(crate) async fn http_get(&self, path: &str) -> (String, String) {
         let mut tcp = TcpStream::connect(("127.0.0.1", self.metrics_port))
             .await
             .expect("metrics listener");
