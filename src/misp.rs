@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::indicator::{Category, Kind, Risk, Tlp};
-use crate::proto;
+use crate::proto::{self, ValueName};
 
 /// The organisation MISP shows as the creator of every event (`Orgc`).
 pub const CREATOR_NAME: &str = "DIP Hub";
@@ -127,8 +127,8 @@ fn attribute(state: &proto::IndicatorState) -> (String, (Category, Tlp), Value) 
     let (misp_type, misp_category) = attribute_type(kind);
     let mut comment = format!(
         "{} {} reported by {}",
-        kind.as_str_name(),
-        category.as_str_name(),
+        kind.short_name(),
+        category.short_name(),
         state.source_org
     );
     if !indicator.description.is_empty() {
@@ -137,16 +137,16 @@ fn attribute(state: &proto::IndicatorState) -> (String, (Category, Tlp), Value) 
     }
     let mut tags = vec![
         tlp_tag(tlp),
-        machine_tag("kind", kind.as_str_name()),
-        machine_tag("category", category.as_str_name()),
-        machine_tag("risk", risk.as_str_name()),
+        machine_tag("kind", kind.short_name()),
+        machine_tag("category", category.short_name()),
+        machine_tag("risk", risk.short_name()),
         machine_tag("source", &state.source_org),
     ];
     if let Some(until) = &indicator.valid_until {
         tags.push(machine_tag("valid-until", &until.seconds.to_string()));
     }
     let attribute = json!({
-        "uuid": attribute_uuid(kind.as_str_name(), &indicator.value),
+        "uuid": attribute_uuid(kind.short_name(), &indicator.value),
         "type": misp_type,
         "category": misp_category,
         "value": indicator.value,
@@ -160,7 +160,7 @@ fn attribute(state: &proto::IndicatorState) -> (String, (Category, Tlp), Value) 
         "Tag": tags,
     });
     (
-        event_uuid(category.as_str_name(), tlp_name(tlp)),
+        event_uuid(category.short_name(), tlp_name(tlp)),
         (category, tlp),
         attribute,
     )
@@ -168,8 +168,8 @@ fn attribute(state: &proto::IndicatorState) -> (String, (Category, Tlp), Value) 
 
 fn tlp_name(tlp: Tlp) -> &'static str {
     match tlp {
-        Tlp::Unspecified => Tlp::Clear.as_str_name(),
-        other => other.as_str_name(),
+        Tlp::Unspecified => Tlp::Clear.short_name(),
+        other => other.short_name(),
     }
 }
 
@@ -206,7 +206,7 @@ impl Feed {
             let group = groups.entry(event).or_insert_with(|| Group {
                 info: format!(
                     "DIP Hub: {} indicators, TLP:{}",
-                    category.as_str_name(),
+                    category.short_name(),
                     tlp_name(tlp)
                 ),
                 tlp: tlp_tag(tlp),

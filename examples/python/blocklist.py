@@ -70,9 +70,9 @@ def load_stubs(stubs_dir: pathlib.Path):
     return hub_pb2, hub_pb2_grpc
 
 
-# --- Every use of the proto's names is below, so that renaming the proto's
-# enum values (PHONE_NUMBER -> INDICATOR_KIND_PHONE_NUMBER, buf STANDARD) or
-# messages touches only this section. -----------------------------------------
+# --- Every use of the proto's names is below. The proto prefixes each enum
+# value with its enum's name (INDICATOR_KIND_PHONE_NUMBER, buf STANDARD); this
+# program, like the hub's CLI and digest, speaks of short names (PHONE_NUMBER).
 
 
 class Proto:
@@ -89,10 +89,10 @@ class Proto:
         return re.sub(r"(?<!^)(?=[A-Z])", "_", enum.DESCRIPTOR.name).upper() + "_"
 
     def value(self, enum, short: str) -> int:
-        """An enum value by its short name, whether or not the proto prefixes it."""
-        for name in (short, self._prefix(enum) + short):
-            if name in enum.keys():
-                return enum.Value(name)
+        """An enum value by its short name (PHONE_NUMBER for INDICATOR_KIND_PHONE_NUMBER)."""
+        name = self._prefix(enum) + short
+        if name in enum.keys():
+            return enum.Value(name)
         raise SystemExit(f"{short!r} is not a {enum.DESCRIPTOR.name}: one of {list(enum.keys())}")
 
     def short_name(self, enum, value: int) -> str:
@@ -108,7 +108,7 @@ class Proto:
         return self.short_name(self.pb2.IndicatorKind, kind)
 
     def stub(self, channel):
-        return self.pb2_grpc.IndicatorHubStub(channel)
+        return self.pb2_grpc.IndicatorHubServiceStub(channel)
 
     def snapshot_request(self, kinds):
         return self.pb2.SnapshotRequest(filter=self.pb2.Filter(kinds=kinds))

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use dip_hub::client;
 use dip_hub::indicator::Kind;
-use dip_hub::proto;
+use dip_hub::proto::{self, ValueName};
 
 use crate::harness::{TestHub, indicator, publish};
 use crate::provision;
@@ -86,9 +86,9 @@ async fn assert_feed_is_the_snapshot(hub: &TestHub, attributes: &[serde_json::Va
             let tlp = proto::Tlp::try_from(i.tlp).expect("tlp");
             let tlp = match tlp {
                 proto::Tlp::Unspecified => "clear".to_string(),
-                other => other.as_str_name().to_ascii_lowercase(),
+                other => other.short_name().to_ascii_lowercase(),
             };
-            (kind.as_str_name().to_string(), i.value.clone(), tlp)
+            (kind.short_name().to_string(), i.value.clone(), tlp)
         })
         .collect();
     let mut held = BTreeSet::new();

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use dip_hub::client;
-use dip_hub::proto;
+use dip_hub::proto::{self, ValueName};
 
 use crate::harness::{Client, TestHub, indicator, phone_indicator, publish};
 use crate::provision;
@@ -148,7 +148,7 @@ async fn assert_exact(hub: &TestHub, line: &serde_json::Value, work: &Path) {
         .filter_map(|s| s.indicator.as_ref())
         .map(|i| {
             let kind = proto::IndicatorKind::try_from(i.kind).expect("kind");
-            (kind.as_str_name().to_string(), i.value.clone())
+            (kind.short_name().to_string(), i.value.clone())
         })
         .collect();
     let state: serde_json::Value =
