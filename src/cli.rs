@@ -351,6 +351,13 @@ pub struct SnapshotArgs {
     pub client: ClientArgs,
     #[arg(long, value_enum, default_value = "csv")]
     pub format: SnapshotFormat,
+    #[command(flatten)]
+    pub filter: SnapshotFilterArgs,
+}
+
+/// Which active indicators a snapshot (or an export made from one) holds.
+#[derive(Debug, Args)]
+pub struct SnapshotFilterArgs {
     /// Only these kinds (repeatable).
     #[arg(long = "kind", value_parser = parse_enum::<Kind>)]
     pub kinds: Vec<Kind>,
@@ -360,6 +367,17 @@ pub struct SnapshotArgs {
     /// Only this risk and above.
     #[arg(long, value_parser = parse_enum::<Risk>)]
     pub min_risk: Option<Risk>,
+}
+
+impl SnapshotFilterArgs {
+    fn filter(&self) -> proto::Filter {
+        proto::Filter {
+            kinds: self.kinds.iter().map(|k| *k as i32).collect(),
+            categories: self.categories.iter().map(|c| *c as i32).collect(),
+            min_risk: self.min_risk.map_or(0, |r| r as i32),
+            types: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -378,15 +396,8 @@ pub struct MispArgs {
     /// The feed directory (created if missing).
     #[arg(long)]
     pub out: PathBuf,
-    /// Only these kinds (repeatable).
-    #[arg(long = "kind", value_parser = parse_enum::<Kind>)]
-    pub kinds: Vec<Kind>,
-    /// Only these categories (repeatable).
-    #[arg(long = "category", value_parser = parse_enum::<Category>)]
-    pub categories: Vec<Category>,
-    /// Only this risk and above.
-    #[arg(long, value_parser = parse_enum::<Risk>)]
-    pub min_risk: Option<Risk>,
+    #[command(flatten)]
+    pub filter: SnapshotFilterArgs,
 }
 
 #[derive(Debug, Args)]
@@ -663,13 +674,7 @@ async fn subscribe(args: SubscribeArgs) -> Result<()> {
 
 async fn snapshot(args: SnapshotArgs) -> Result<()> {
     let mut client = args.client.connect().await?;
-    let filter = proto::Filter {
-        kinds: args.kinds.iter().map(|k| *k as i32).collect(),
-        categories: args.categories.iter().map(|c| *c as i32).collect(),
-        min_risk: args.min_risk.map_or(0, |r| r as i32),
-        types: Vec::new(),
-    };
-    let snapshot = client::snapshot(&mut client, filter).await?;
+    let snapshot = client::snapshot(&mut client, args.filter.filter()).await?;
     let mut out = String::new();
     match args.format {
         SnapshotFormat::Csv => {
@@ -707,13 +712,7 @@ async fn snapshot(args: SnapshotArgs) -> Result<()> {
 
 async fn export_misp(args: MispArgs) -> Result<()> {
     let mut client = args.client.connect().await?;
-    let filter = proto::Filter {
-        kinds: args.kinds.iter().map(|k| *k as i32).collect(),
-        categories: args.categories.iter().map(|c| *c as i32).collect(),
-        min_risk: args.min_risk.map_or(0, |r| r as i32),
-        types: Vec::new(),
-    };
-    let snapshot = client::snapshot(&mut client, filter).await?;
+    let snapshot = client::snapshot(&mut client, args.filter.filter()).await?;
     let out = args.out;
     let now = crate::indicator::now_millis() / 1000;
     let written = tokio::task::spawn_blocking(move || {

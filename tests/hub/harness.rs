@@ -201,6 +201,24 @@ pub async fn publish(
         .into_inner()
 }
 
+/// Revokes an indicator (reason "false positive"); panics when refused.
+pub async fn revoke_indicator(
+    client: &mut Client,
+    kind: proto::IndicatorKind,
+    value: &str,
+) -> proto::EventsResponse {
+    client
+        .revoke(proto::RevokeRequest {
+            kind: kind as i32,
+            value: value.into(),
+            reason: "false positive".into(),
+            idempotency_key: String::new(),
+        })
+        .await
+        .expect("revoke accepted")
+        .into_inner()
+}
+
 pub fn subscribe_request(after_sequence: u64) -> proto::SubscribeRequest {
     proto::SubscribeRequest {
         after_sequence,

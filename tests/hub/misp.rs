@@ -11,7 +11,7 @@ use dip_hub::client;
 use dip_hub::indicator::Kind;
 use dip_hub::proto::{self, ValueName};
 
-use crate::harness::{TestHub, indicator, publish};
+use crate::harness::{TestHub, indicator, publish, revoke_indicator};
 use crate::provision;
 
 const ORG: &str = "alpha-bank";
@@ -128,18 +128,6 @@ async fn assert_feed_is_the_snapshot(hub: &TestHub, attributes: &[serde_json::Va
     );
 }
 
-async fn revoke(client: &mut crate::harness::Client, kind: proto::IndicatorKind, value: &str) {
-    client
-        .revoke(proto::RevokeRequest {
-            kind: kind as i32,
-            value: value.into(),
-            reason: "false positive".into(),
-            idempotency_key: String::new(),
-        })
-        .await
-        .expect("revoke");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_misp_feed_export_loads_in_pymisp_and_holds_exactly_the_callers_snapshot() {
     use proto::{Category as C, IndicatorKind as K};
@@ -171,7 +159,7 @@ async fn a_misp_feed_export_loads_in_pymisp_and_holds_exactly_the_callers_snapsh
     own_red.tlp = proto::Tlp::Red as i32;
     own_red.description = "mule, \"cash-out\" ring, first seen in a complaint".into();
     publish(&mut bank, vec![own_red]).await;
-    revoke(&mut police, K::PhoneNumber, "+919876543299").await;
+    revoke_indicator(&mut police, K::PhoneNumber, "+919876543299").await;
 
     let out = tempfile::tempdir().expect("temp dir");
     let feed = out.path().join("feed");
@@ -189,7 +177,7 @@ async fn a_misp_feed_export_loads_in_pymisp_and_holds_exactly_the_callers_snapsh
     );
 
     // A revoke, then the next export into the same directory.
-    revoke(&mut police, K::SmsHeader, "HDFCBK").await;
+    revoke_indicator(&mut police, K::SmsHeader, "HDFCBK").await;
     let report = export(&hub, &feed);
     assert_eq!(report["attributes"], 9, "{report}");
     let attributes = load_with_pymisp(&feed);

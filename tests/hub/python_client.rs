@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use dip_hub::client;
 use dip_hub::proto::{self, ValueName};
 
-use crate::harness::{Client, TestHub, indicator, phone_indicator, publish};
+use crate::harness::{TestHub, indicator, phone_indicator, publish, revoke_indicator};
 use crate::provision;
 
 /// The organisation the block list belongs to, and its filter.
@@ -170,20 +170,6 @@ async fn assert_exact(hub: &TestHub, line: &serde_json::Value, work: &Path) {
     assert_eq!(line["count"], expected.len());
 }
 
-async fn revoke(client: &mut Client, kind: proto::IndicatorKind, value: &str) -> u64 {
-    let response = client
-        .revoke(proto::RevokeRequest {
-            kind: kind as i32,
-            value: value.into(),
-            reason: "false positive".into(),
-            idempotency_key: String::new(),
-        })
-        .await
-        .expect("revoke")
-        .into_inner();
-    response.events[0].sequence
-}
-
 /// Publishes round `round`: phones and IMEIs in the filter, a URL outside it, a
 /// TLP:RED number tsp-one may not see, a sighting and an action; then revokes
 /// some. Returns the hub's head.
@@ -223,14 +209,17 @@ async fn round(hub: &TestHub, round: u64) -> u64 {
     .await
     .expect("action");
     for n in [base + 3, base + 4, base + 50] {
-        revoke(
+        revoke_indicator(
             &mut police,
             proto::IndicatorKind::PhoneNumber,
             &crate::harness::phone(n),
         )
         .await;
     }
-    revoke(&mut tsp, proto::IndicatorKind::Imei, &imei(base + 5)).await
+    revoke_indicator(&mut tsp, proto::IndicatorKind::Imei, &imei(base + 5))
+        .await
+        .events[0]
+        .sequence
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
