@@ -136,6 +136,9 @@ pub struct ServeArgs {
     /// Address for Prometheus metrics over plain HTTP (/metrics), e.g. 127.0.0.1:9464 [default: none].
     #[arg(long, env = "DIP_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Address for TAXII 2.1 over HTTPS with mutual TLS (/taxii2/), e.g. 127.0.0.1:9443 [default: none].
+    #[arg(long, env = "DIP_TAXII_LISTEN")]
+    pub taxii_listen: Option<SocketAddr>,
     /// The sled database directory [default: dip-data].
     #[arg(long, env = "DIP_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -175,6 +178,7 @@ impl ServeArgs {
         let given = ServeFile {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
+            taxii_listen: self.taxii_listen,
             data_dir: self.data_dir.clone(),
             certs_dir: self.certs_dir.clone(),
             ca: self.ca.clone(),
@@ -437,6 +441,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let ServeSettings {
         listen,
         metrics_listen,
+        taxii_listen,
         config,
     } = args.settings()?;
     let grpc = TcpListener::bind(listen)
@@ -455,11 +460,23 @@ async fn serve(args: ServeArgs) -> Result<()> {
         ),
         None => None,
     };
+    let taxii = match taxii_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::io(format!("listening for TAXII on {addr}"), e))?,
+        ),
+        None => None,
+    };
     let controls = Controls {
         shutdown: Box::pin(shutdown_signal()),
         reload: Some(reload_signal()),
     };
-    crate::server::serve(config, Listeners { grpc, metrics }, controls).await
+    crate::server::serve(config, Listeners {
+            grpc,
+            metrics,
+            taxii,
+        }, controls).await
 }
 
 /// A message on every SIGHUP: reload TLS credentials and CRLs.
