@@ -472,11 +472,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
         shutdown: Box::pin(shutdown_signal()),
         reload: Some(reload_signal()),
     };
-    crate::server::serve(config, Listeners {
+    crate::server::serve(
+        config,
+        Listeners {
             grpc,
             metrics,
             taxii,
-        }, controls).await
+        },
+        controls,
+    )
+    .await
 }
 
 /// A message on every SIGHUP: reload TLS credentials and CRLs.

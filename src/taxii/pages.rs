@@ -48,7 +48,12 @@ pub struct Page {
 }
 
 /// The page of indicator-collection objects `query` asks for.
-pub fn objects(taxii: &Taxii, viewer: &Org, collection: &Collection, query: &Query) -> Result<Page> {
+pub fn objects(
+    taxii: &Taxii,
+    viewer: &Org,
+    collection: &Collection,
+    query: &Query,
+) -> Result<Page> {
     let log = &taxii.hub.log;
     let head = taxii.hub.feed.committed();
     taxii.versions.catch_up(log, head)?;
@@ -187,12 +192,14 @@ fn item(
             .get(&event.indicator.key)
             .map(|state| state.first_seen),
     };
-    Ok(stix::object(&event, &meta.source_org, context).map(|object| Item {
-        sequence: record.sequence,
-        date_added: event.time,
-        version: event.time,
-        object,
-    }))
+    Ok(
+        stix::object(&event, &meta.source_org, context).map(|object| Item {
+            sequence: record.sequence,
+            date_added: event.time,
+            version: event.time,
+            object,
+        }),
+    )
 }
 
 /// The first sequence whose event was committed after `after` (`head + 1`

@@ -181,8 +181,8 @@ fn added_after(value: &str) -> Result<AddedAfter> {
 
 /// Microseconds since the epoch of an RFC 3339 timestamp.
 fn millis_of(value: &str) -> Option<i128> {
-    let time = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
-        .ok()?;
+    let time =
+        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339).ok()?;
     Some(time.unix_timestamp_nanos() / 1000)
 }
 

@@ -69,7 +69,9 @@ impl FromRequestParts<Taxii> for Viewer {
             return Err(taxii_error(
                 StatusCode::NOT_ACCEPTABLE,
                 "Not Acceptable",
-                format!("the Accept header asks for a media type this server does not serve; expected {TAXII_MEDIA_TYPE}"),
+                format!(
+                    "the Accept header asks for a media type this server does not serve; expected {TAXII_MEDIA_TYPE}"
+                ),
             ));
         }
         Ok(Viewer(org))
@@ -126,7 +128,10 @@ async fn api_root(_viewer: Viewer) -> Response {
 }
 
 async fn collection_list(_viewer: Viewer) -> Response {
-    let all: Vec<Value> = collections::all().iter().map(Collection::resource).collect();
+    let all: Vec<Value> = collections::all()
+        .iter()
+        .map(Collection::resource)
+        .collect();
     ok(json!({ "collections": all }), HeaderMap::new())
 }
 
@@ -175,7 +180,16 @@ async fn object(
     Path((collection, id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    match page(taxii, org, &collection, Some(id.clone()), raw, Versions::Asked).await {
+    match page(
+        taxii,
+        org,
+        &collection,
+        Some(id.clone()),
+        raw,
+        Versions::Asked,
+    )
+    .await
+    {
         Ok(page) if page.items.is_empty() => not_in(&collection, &id),
         Ok(page) => envelope(page, "objects", |item| item.object.clone()),
         Err(response) => response,
@@ -189,7 +203,16 @@ async fn versions(
     RawQuery(raw): RawQuery,
 ) -> Response {
     // versions/ lists every version: match[version] is not one of its parameters.
-    match page(taxii, org, &collection, Some(id.clone()), raw, Versions::All).await {
+    match page(
+        taxii,
+        org,
+        &collection,
+        Some(id.clone()),
+        raw,
+        Versions::All,
+    )
+    .await
+    {
         Ok(page) if page.items.is_empty() => not_in(&collection, &id),
         Ok(page) => envelope(page, "versions", |item| {
             item.object
@@ -242,7 +265,11 @@ async fn page(
         (_, None) => pages::objects(&taxii, &org, &collection, &query),
     })
     .await
-    .map_err(|e| error(Error::Unavailable(format!("the request was interrupted: {e}"))))?
+    .map_err(|e| {
+        error(Error::Unavailable(format!(
+            "the request was interrupted: {e}"
+        )))
+    })?
     .map_err(error)
 }
 
@@ -338,7 +365,10 @@ mod tests {
 
     fn accept(value: &str) -> bool {
         let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, HeaderValue::from_str(value).expect("header"));
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_str(value).expect("header"),
+        );
         accepts_taxii(&headers)
     }
 

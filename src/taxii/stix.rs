@@ -85,7 +85,10 @@ pub fn sighting_id(event: &Event) -> String {
 
 /// The STIX id of the identity of organisation `org_id`.
 pub fn identity_id(org_id: &str) -> String {
-    format!("identity--{}", uuid_v5(format!("identity/{org_id}").as_bytes()))
+    format!(
+        "identity--{}",
+        uuid_v5(format!("identity/{org_id}").as_bytes())
+    )
 }
 
 /// The id of a TAXII collection named `name` (a UUIDv5, stable across restarts).
@@ -231,10 +234,7 @@ fn sighting(event: &Event) -> Value {
     object.insert("first_seen".into(), json!(at));
     object.insert("last_seen".into(), json!(at));
     object.insert("count".into(), json!(1));
-    object.insert(
-        "sighting_of_ref".into(),
-        json!(indicator_id(&ind.key)),
-    );
+    object.insert("sighting_of_ref".into(), json!(indicator_id(&ind.key)));
     object.insert(
         "where_sighted_refs".into(),
         json!([identity_id(&event.source.org_id)]),
@@ -245,7 +245,10 @@ fn sighting(event: &Event) -> Value {
     object.insert("x_dip_event".into(), json!(event_label(event.event_type)));
     object.insert("x_dip_sequence".into(), json!(event.sequence));
     if let Some(action) = &event.action {
-        object.insert("x_dip_action".into(), json!(action_label(action.action_type)));
+        object.insert(
+            "x_dip_action".into(),
+            json!(action_label(action.action_type)),
+        );
         if !action.note.is_empty() {
             object.insert("x_dip_action_note".into(), json!(action.note));
         }

@@ -10,6 +10,8 @@ mod harness;
 mod lifecycle;
 mod operations;
 mod policy;
+mod provision;
 mod security;
 mod spine;
 mod subscriptions;
+mod taxii;
