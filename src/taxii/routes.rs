@@ -53,26 +53,24 @@ pub fn router(taxii: Taxii) -> Router {
 pub struct Viewer(Org);
 
 impl FromRequestParts<Taxii> for Viewer {
-    type Rejection = Response;
+    type Rejection = Refusal;
 
-    async fn from_request_parts(parts: &mut Parts, taxii: &Taxii) -> Result<Viewer, Response> {
+    async fn from_request_parts(parts: &mut Parts, taxii: &Taxii) -> Result<Viewer, Refusal> {
         let peer = parts.extensions.get::<PeerInfo>().ok_or_else(|| {
-            error(Error::Unauthenticated(
-                "no verified client certificate on this connection".into(),
-            ))
+            Error::Unauthenticated("no verified client certificate on this connection".into())
         })?;
         let (org, _) = taxii
             .hub
-            .admitted(&peer.identity.org_id, &peer.identity.cert_serial)
-            .map_err(error)?;
+            .admitted(&peer.identity.org_id, &peer.identity.cert_serial)?;
         if !accepts_taxii(&parts.headers) {
-            return Err(taxii_error(
-                StatusCode::NOT_ACCEPTABLE,
-                "Not Acceptable",
-                format!(
-                    "the Accept header asks for a media type this server does not serve; expected {TAXII_MEDIA_TYPE}"
+            return Err(Refusal {
+                status: StatusCode::NOT_ACCEPTABLE,
+                title: "Not Acceptable",
+                description: format!(
+                    "Accept: the header asks for a media type this server does not serve; \
+                     expected {TAXII_MEDIA_TYPE}"
                 ),
-            ));
+            });
         }
         Ok(Viewer(org))
     }
@@ -138,7 +136,7 @@ async fn collection_list(_viewer: Viewer) -> Response {
 async fn collection(_viewer: Viewer, Path(id): Path<String>) -> Response {
     match find(&id) {
         Ok(collection) => ok(collection.resource(), HeaderMap::new()),
-        Err(response) => response,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -150,7 +148,7 @@ async fn objects(
 ) -> Response {
     match page(taxii, org, &id, None, raw, Versions::Asked).await {
         Ok(page) => envelope(page, "objects", |item| item.object.clone()),
-        Err(response) => response,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -170,7 +168,7 @@ async fn manifest(
                 "media_type": stix::STIX_MEDIA_TYPE,
             })
         }),
-        Err(response) => response,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -192,7 +190,7 @@ async fn object(
     {
         Ok(page) if page.items.is_empty() => not_in(&collection, &id),
         Ok(page) => envelope(page, "objects", |item| item.object.clone()),
-        Err(response) => response,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -220,16 +218,19 @@ async fn versions(
                 .cloned()
                 .unwrap_or_else(|| item.object["created"].clone())
         }),
-        Err(response) => response,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
 async fn not_found(_viewer: Viewer) -> Response {
-    taxii_error(
-        StatusCode::NOT_FOUND,
-        "Not Found",
-        format!("no such TAXII resource; discovery is /taxii2/, the API root {API_ROOT}"),
-    )
+    Refusal {
+        status: StatusCode::NOT_FOUND,
+        title: "Not Found",
+        description: format!(
+            "no such TAXII resource; discovery is /taxii2/, the API root {API_ROOT}"
+        ),
+    }
+    .into_response()
 }
 
 /// Which versions of each object a page holds.
@@ -249,46 +250,45 @@ async fn page(
     id: Option<String>,
     raw: Option<String>,
     versions: Versions,
-) -> Result<Page, Response> {
+) -> Result<Page, Refusal> {
     let collection = find(collection)?;
-    let mut query =
-        Query::parse(raw.as_deref().unwrap_or_default(), query::last()).map_err(error)?;
+    let mut query = Query::parse(raw.as_deref().unwrap_or_default(), query::last())?;
     if versions == Versions::All {
         query.version = query::all();
     }
     if let Some(id) = &id {
         query.ids = vec![id.clone()];
     }
-    tokio::task::spawn_blocking(move || match (collection.holds, id) {
+    let read = tokio::task::spawn_blocking(move || match (collection.holds, id) {
         (Holds::Reference, _) => Ok(pages::reference(&taxii, &query)),
         (_, Some(id)) => pages::by_id(&taxii, &org, &collection, &id, &query),
         (_, None) => pages::objects(&taxii, &org, &collection, &query),
-    })
-    .await
-    .map_err(|e| {
-        error(Error::Unavailable(format!(
-            "the request was interrupted: {e}"
-        )))
-    })?
-    .map_err(error)
+    });
+    let page = read
+        .await
+        .map_err(|e| Error::Unavailable(format!("the request was interrupted: {e}")))??;
+    Ok(page)
 }
 
-fn find(id: &str) -> Result<Collection, Response> {
-    collections::find(id).ok_or_else(|| {
-        taxii_error(
-            StatusCode::NOT_FOUND,
-            "Collection not found",
-            format!("collection {id:?} does not exist; GET {API_ROOT}collections/ lists them"),
-        )
+fn find(id: &str) -> Result<Collection, Refusal> {
+    collections::find(id).ok_or_else(|| Refusal {
+        status: StatusCode::NOT_FOUND,
+        title: "Collection not found",
+        description: format!(
+            "collection {id:?} does not exist; GET {API_ROOT}collections/ lists them"
+        ),
     })
 }
 
 fn not_in(collection: &str, id: &str) -> Response {
-    taxii_error(
-        StatusCode::NOT_FOUND,
-        "Object not found",
-        format!("{id} is not in collection {collection} (or not visible to the caller)"),
-    )
+    Refusal {
+        status: StatusCode::NOT_FOUND,
+        title: "Object not found",
+        description: format!(
+            "{id} is not in collection {collection} (or not visible to the caller)"
+        ),
+    }
+    .into_response()
 }
 
 /// A TAXII envelope (`objects`) or versions resource (`versions`) with paging
@@ -326,37 +326,51 @@ fn respond(status: StatusCode, body: Value, mut headers: HeaderMap) -> Response 
     (status, headers, body.to_string()).into_response()
 }
 
-/// A TAXII error message.
-fn taxii_error(status: StatusCode, title: &str, description: String) -> Response {
-    respond(
-        status,
-        json!({
-            "title": title,
-            "description": description,
-            "http_status": status.as_u16().to_string(),
-        }),
-        HeaderMap::new(),
-    )
+/// A refused request, answered with a TAXII error message.
+pub struct Refusal {
+    status: StatusCode,
+    title: &'static str,
+    description: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        respond(
+            self.status,
+            json!({
+                "title": self.title,
+                "description": self.description,
+                "http_status": self.status.as_u16().to_string(),
+            }),
+            HeaderMap::new(),
+        )
+    }
 }
 
 /// The TAXII error for a hub error; storage details are logged, not sent.
-fn error(error: Error) -> Response {
-    let (status, title) = match &error {
-        Error::InvalidArgument { .. } => (StatusCode::BAD_REQUEST, "Bad Request"),
-        Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "Unauthorized"),
-        Error::PermissionDenied(_) => (StatusCode::FORBIDDEN, "Forbidden"),
-        Error::NotFound(_) => (StatusCode::NOT_FOUND, "Not Found"),
-        Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
-        _ => {
-            tracing::error!(%error, "TAXII request failed");
-            return taxii_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal Server Error",
-                "the hub could not read its log; the error is logged".into(),
-            );
+impl From<Error> for Refusal {
+    fn from(error: Error) -> Refusal {
+        let (status, title) = match &error {
+            Error::InvalidArgument { .. } => (StatusCode::BAD_REQUEST, "Bad Request"),
+            Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+            Error::PermissionDenied(_) => (StatusCode::FORBIDDEN, "Forbidden"),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "Not Found"),
+            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
+            _ => {
+                tracing::error!(%error, "TAXII request failed");
+                return Refusal {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    title: "Internal Server Error",
+                    description: "the hub could not read its log; the error is logged".into(),
+                };
+            }
+        };
+        Refusal {
+            status,
+            title,
+            description: error.to_string(),
         }
-    };
-    taxii_error(status, title, error.to_string())
+    }
 }
 
 #[cfg(test)]
