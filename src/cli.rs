@@ -452,22 +452,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .local_addr()
         .map_err(|e| Error::io("listener address", e))?;
     println!("{LISTENING_PREFIX}{bound}");
-    let metrics = match metrics_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| Error::io(format!("listening for metrics on {addr}"), e))?,
-        ),
-        None => None,
-    };
-    let taxii = match taxii_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| Error::io(format!("listening for TAXII on {addr}"), e))?,
-        ),
-        None => None,
-    };
+    let metrics = bind_optional(metrics_listen, "metrics").await?;
+    let taxii = bind_optional(taxii_listen, "TAXII").await?;
     let controls = Controls {
         shutdown: Box::pin(shutdown_signal()),
         reload: Some(reload_signal()),
@@ -482,6 +468,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         controls,
     )
     .await
+}
+
+/// A listener on `addr`, if one is configured.
+async fn bind_optional(addr: Option<SocketAddr>, what: &str) -> Result<Option<TcpListener>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|e| Error::io(format!("listening for {what} on {addr}"), e))
 }
 
 /// A message on every SIGHUP: reload TLS credentials and CRLs.

@@ -34,8 +34,6 @@ pub struct Item {
     pub sequence: u64,
     /// TAXII `date_added`: when the hub committed the event.
     pub date_added: Millis,
-    /// The object's `modified` (its version).
-    pub version: Millis,
     pub object: serde_json::Value,
 }
 
@@ -55,8 +53,7 @@ pub fn objects(
     query: &Query,
 ) -> Result<Page> {
     let log = &taxii.hub.log;
-    let head = taxii.hub.feed.committed();
-    taxii.versions.catch_up(log, head)?;
+    let head = durable_head(taxii)?;
     let mut from = match (query.next, query.added_after) {
         (Some(next), _) => next.saturating_add(1),
         (None, Some(after)) => first_after(taxii, after, head)?,
@@ -97,8 +94,7 @@ pub fn by_id(
     query: &Query,
 ) -> Result<Page> {
     let log = &taxii.hub.log;
-    let head = taxii.hub.feed.committed();
-    taxii.versions.catch_up(log, head)?;
+    let head = durable_head(taxii)?;
     let after = query.next.unwrap_or(0);
     let mut page = Page::default();
     for sequence in taxii.versions.of(id) {
@@ -146,11 +142,17 @@ pub fn reference(taxii: &Taxii, query: &Query) -> Page {
         page.items.push(Item {
             sequence: position,
             date_added: taxii.started,
-            version: 0,
             object,
         });
     }
     page
+}
+
+/// The newest durable sequence, with the version index brought up to it.
+fn durable_head(taxii: &Taxii) -> Result<u64> {
+    let head = taxii.hub.feed.committed();
+    taxii.versions.catch_up(&taxii.hub.log, head)?;
+    Ok(head)
 }
 
 /// The object `record` becomes, if `viewer` may see it and `query` wants it.
@@ -196,7 +198,6 @@ fn item(
         stix::object(&event, &meta.source_org, context).map(|object| Item {
             sequence: record.sequence,
             date_added: event.time,
-            version: event.time,
             object,
         }),
     )

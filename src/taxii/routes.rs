@@ -163,8 +163,7 @@ async fn manifest(
             json!({
                 "id": item.object["id"],
                 "date_added": stix::date_added(item.date_added),
-                "version": item.object.get("modified").cloned()
-                    .unwrap_or_else(|| item.object["created"].clone()),
+                "version": version_of(item),
                 "media_type": stix::STIX_MEDIA_TYPE,
             })
         }),
@@ -178,20 +177,7 @@ async fn object(
     Path((collection, id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    match page(
-        taxii,
-        org,
-        &collection,
-        Some(id.clone()),
-        raw,
-        Versions::Asked,
-    )
-    .await
-    {
-        Ok(page) if page.items.is_empty() => not_in(&collection, &id),
-        Ok(page) => envelope(page, "objects", |item| item.object.clone()),
-        Err(refusal) => refusal.into_response(),
-    }
+    one_object(taxii, org, collection, id, raw, Versions::Asked).await
 }
 
 async fn versions(
@@ -201,25 +187,32 @@ async fn versions(
     RawQuery(raw): RawQuery,
 ) -> Response {
     // versions/ lists every version: match[version] is not one of its parameters.
-    match page(
-        taxii,
-        org,
-        &collection,
-        Some(id.clone()),
-        raw,
-        Versions::All,
-    )
-    .await
-    {
+    one_object(taxii, org, collection, id, raw, Versions::All).await
+}
+
+/// `objects/{id}/` (the versions asked for) or `versions/` (every version).
+async fn one_object(
+    taxii: Taxii,
+    org: Org,
+    collection: String,
+    id: String,
+    raw: Option<String>,
+    versions: Versions,
+) -> Response {
+    match page(taxii, org, &collection, Some(id.clone()), raw, versions).await {
         Ok(page) if page.items.is_empty() => not_in(&collection, &id),
-        Ok(page) => envelope(page, "versions", |item| {
-            item.object
-                .get("modified")
-                .cloned()
-                .unwrap_or_else(|| item.object["created"].clone())
-        }),
+        Ok(page) if versions == Versions::All => envelope(page, "versions", version_of),
+        Ok(page) => envelope(page, "objects", |item| item.object.clone()),
         Err(refusal) => refusal.into_response(),
     }
+}
+
+/// An object's version: its `modified` (`created` for objects without one).
+fn version_of(item: &pages::Item) -> Value {
+    item.object
+        .get("modified")
+        .cloned()
+        .unwrap_or_else(|| item.object["created"].clone())
 }
 
 async fn not_found(_viewer: Viewer) -> Response {

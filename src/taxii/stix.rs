@@ -436,6 +436,80 @@ mod tests {
         );
     }
 
+    fn event(event_type: EventType, time: Millis, valid_until: Option<Millis>) -> Event {
+        Event {
+            sequence: 7,
+            event_id: Uuid::from_u128(42),
+            event_type,
+            indicator: crate::indicator::Indicator {
+                key: key(Kind::PhoneNumber, "+919876543210"),
+                category: Category::FraudCall,
+                risk: Risk::VeryHigh,
+                description: String::new(),
+                valid_until,
+                tlp: Tlp::Green,
+            },
+            source: crate::indicator::Source {
+                org_id: "hub".into(),
+                cert_serial: String::new(),
+            },
+            time,
+            reason: String::new(),
+            action: None,
+        }
+    }
+
+    #[test]
+    fn an_expiry_is_a_revoked_version_valid_before_it_ends() {
+        let first_seen = Context {
+            first_seen: Some(1_000),
+        };
+        let expired = object(
+            &event(EventType::Expired, 9_000, Some(5_000)),
+            "police",
+            first_seen,
+        )
+        .expect("an indicator");
+        assert_eq!(expired["revoked"], true);
+        assert_eq!(expired["created"], timestamp(1_000));
+        assert_eq!(expired["valid_from"], timestamp(1_000));
+        assert_eq!(expired["modified"], timestamp(9_000));
+        assert_eq!(expired["confidence"], 95);
+        assert_eq!(
+            expired["pattern"],
+            "[x-dip-phone-number:value = '+919876543210']"
+        );
+        assert_eq!(expired["created_by_ref"], identity_id("police").as_str());
+        // An event of an earlier life (first seen later) still has valid_from < valid_until.
+        let earlier = object(
+            &event(EventType::Expired, 9_000, Some(5_000)),
+            "police",
+            Context {
+                first_seen: Some(20_000),
+            },
+        )
+        .expect("an indicator");
+        assert_eq!(earlier["valid_from"], timestamp(4_999));
+    }
+
+    #[test]
+    fn sightings_and_actions_are_sightings_of_the_indicator() {
+        let mut action = event(EventType::ActionTaken, 2_000, None);
+        action.action = Some(crate::indicator::Action {
+            action_type: ActionType::NumberDisconnected,
+            note: "done".into(),
+        });
+        let sighting = object(&action, "police", Context { first_seen: None }).expect("sighting");
+        assert_eq!(sighting["type"], "sighting");
+        assert_eq!(
+            sighting["sighting_of_ref"],
+            indicator_id(&action.indicator.key).as_str()
+        );
+        assert_eq!(sighting["created_by_ref"], identity_id("hub").as_str());
+        assert_eq!(sighting["x_dip_action"], "number-disconnected");
+        assert_eq!(sighting["id"], sighting_id(&action).as_str());
+    }
+
     #[test]
     fn timestamps_are_utc_with_fixed_precision() {
         assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
