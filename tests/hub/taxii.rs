@@ -14,6 +14,7 @@ use dip_hub::client::ClientCerts;
 use dip_hub::indicator::{IndicatorKey, Kind};
 use dip_hub::proto::{self, ActionType, Category, IndicatorKind, Tlp};
 use dip_hub::taxii::stix;
+use rustls_pki_types::pem::PemObject;
 use serde_json::Value;
 
 use crate::harness::{REGISTRY, TestHub, TestPki, indicator, phone, publish};
@@ -514,4 +515,101 @@ async fn bad_requests_get_taxii_errors_and_pages_carry_date_headers() {
         first <= last && first.ends_with('Z') && first.len() == "2026-01-01T00:00:00.000000Z".len(),
         "{first} {last}"
     );
+}
+
+#[tokio::test]
+async fn an_expired_indicator_is_a_revoked_version() {
+    let hub = TestHub::start_taxii().await;
+    let mut regulator = hub.client("dot-regulator").await;
+    let mut expired = regulator
+        .subscribe(proto::SubscribeRequest {
+            filter: Some(proto::Filter {
+                types: vec![proto::EventType::Expired as i32],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut police = hub.client("mumbai-police").await;
+    let expiring = proto::Indicator {
+        valid_until: Some(dip_hub::wire::timestamp(
+            dip_hub::indicator::now_millis() + 300,
+        )),
+        ..indicator(IndicatorKind::PhoneNumber, &phone(9), Category::FraudCall)
+    };
+    publish(&mut police, vec![expiring]).await;
+    // Wait for the hub's EXPIRED event (a signal), bounded in time.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let message = expired.message().await.expect("stream").expect("open");
+            if !message.events.is_empty() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the indicator expires within 20 s");
+
+    let report = pull(&hub, &hub.pki.certs("beta-bank"), 10).await;
+    assert_eq!(report["invalid"], Value::Array(vec![]));
+    let all = &report["collections"]["indicators"];
+    let id = id_of(Kind::PhoneNumber, &phone(9));
+    let versions = &all["object_versions"][&id];
+    assert_eq!(versions["versions"].as_array().expect("versions").len(), 2);
+    let latest = &versions["latest"][0];
+    assert_eq!(latest["revoked"], true, "{latest}");
+    assert_eq!(latest["x_dip_event"], "expired");
+    assert!(latest["valid_from"].as_str() < latest["valid_until"].as_str());
+}
+
+#[tokio::test]
+async fn a_revoked_certificate_gets_nothing() {
+    use dip_hub::pki::{CertAuthority, Validity};
+    let pki = TestPki::new();
+    let paths = pki.paths();
+    let ca = CertAuthority::load(
+        &std::fs::read_to_string(paths.ca_cert()).expect("CA certificate"),
+        &std::fs::read_to_string(paths.ca_key()).expect("CA key"),
+    )
+    .expect("hub CA");
+    let revoked = ca
+        .issue_client("alpha-bank", Validity::days(1))
+        .expect("certificate");
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(revoked.cert_pem.as_bytes())
+        .expect("PEM certificate");
+    let serial = dip_hub::identity::identify(&der)
+        .expect("identity")
+        .cert_serial;
+    let crl = pki.dir.path().join("hub.crl.pem");
+    std::fs::write(&crl, ca.crl_pem(&[&serial]).expect("CRL")).expect("write CRL");
+    let dir = pki.dir.path().join("revoked-client");
+    std::fs::create_dir_all(&dir).expect("client dir");
+    std::fs::write(dir.join("cert.pem"), &revoked.cert_pem).expect("cert");
+    std::fs::write(dir.join("key.pem"), &revoked.key_pem).expect("key");
+    let certs = ClientCerts {
+        ca: paths.ca_cert(),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    let data = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let hub = TestHub::start_taxii_with(pki, data, |config| config.tls.crls = vec![crl]).await;
+    populate(&hub).await;
+
+    let mut args = vec![taxii_url(&hub, "/taxii2/")];
+    args.extend(cert_args(&hub, &certs));
+    args.push("10".into());
+    let output = python("taxii_pull.py", &args).await;
+    assert!(!output.status.success(), "the pull was refused");
+    assert!(output.stdout.is_empty(), "nothing was printed");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("TLSV1_ALERT_CERTIFICATE_REVOKED")
+            || stderr.contains("certificate revoked"),
+        "the hub refused it in the TLS handshake: {stderr}"
+    );
+    // The organisation's certificate that is not on the CRL still works.
+    let fine = get(&hub, &hub.pki.certs("alpha-bank"), "/taxii2/", TAXII).await;
+    assert_eq!(fine["status"], 200, "{fine}");
 }

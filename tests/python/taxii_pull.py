@@ -72,6 +72,7 @@ def main():
                     [m["id"], m["version"]] for m in manifest if m["date_added"] > after
                 ],
             }
+        if collection.alias == "indicators":
             entry["object_versions"] = {}
             for obj in objects:
                 if obj["type"] == "indicator":
