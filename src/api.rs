@@ -70,7 +70,7 @@ impl Hub {
 
     /// The organisation, if it is active and the certificate is not revoked
     /// (a connection opened before a CRL reload keeps its TLS session).
-    fn admitted(&self, org_id: &str, cert_serial: &str) -> Result<(Org, Source)> {
+    pub(crate) fn admitted(&self, org_id: &str, cert_serial: &str) -> Result<(Org, Source)> {
         if self.credentials.is_revoked(cert_serial) {
             return Err(Error::Unauthenticated(format!(
                 "certificate {cert_serial} of organisation {org_id} is revoked"

@@ -141,6 +141,9 @@ pub struct ServeArgs {
     /// Address for Prometheus metrics over plain HTTP (/metrics), e.g. 127.0.0.1:9464 [default: none].
     #[arg(long, env = "DIP_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Address for TAXII 2.1 over HTTPS with mutual TLS (/taxii2/), e.g. 127.0.0.1:9443 [default: none].
+    #[arg(long, env = "DIP_TAXII_LISTEN")]
+    pub taxii_listen: Option<SocketAddr>,
     /// The sled database directory [default: dip-data].
     #[arg(long, env = "DIP_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -180,6 +183,7 @@ impl ServeArgs {
         let given = ServeFile {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
+            taxii_listen: self.taxii_listen,
             data_dir: self.data_dir.clone(),
             certs_dir: self.certs_dir.clone(),
             ca: self.ca.clone(),
@@ -460,6 +464,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let ServeSettings {
         listen,
         metrics_listen,
+        taxii_listen,
         config,
     } = args.settings()?;
     let grpc = TcpListener::bind(listen)
@@ -470,19 +475,33 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .local_addr()
         .map_err(|e| Error::io("listener address", e))?;
     println!("{LISTENING_PREFIX}{bound}");
-    let metrics = match metrics_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| Error::io(format!("listening for metrics on {addr}"), e))?,
-        ),
-        None => None,
-    };
+    let metrics = bind_optional(metrics_listen, "metrics").await?;
+    let taxii = bind_optional(taxii_listen, "TAXII").await?;
     let controls = Controls {
         shutdown: Box::pin(shutdown_signal()),
         reload: Some(reload_signal()),
     };
-    crate::server::serve(config, Listeners { grpc, metrics }, controls).await
+    crate::server::serve(
+        config,
+        Listeners {
+            grpc,
+            metrics,
+            taxii,
+        },
+        controls,
+    )
+    .await
+}
+
+/// A listener on `addr`, if one is configured.
+async fn bind_optional(addr: Option<SocketAddr>, what: &str) -> Result<Option<TcpListener>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|e| Error::io(format!("listening for {what} on {addr}"), e))
 }
 
 /// A message on every SIGHUP: reload TLS credentials and CRLs.

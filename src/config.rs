@@ -108,6 +108,8 @@ pub struct ServeFile {
     pub listen: Option<SocketAddr>,
     /// Prometheus metrics (plain HTTP) address; unset: no metrics endpoint.
     pub metrics_listen: Option<SocketAddr>,
+    /// TAXII 2.1 (HTTPS, mutual TLS) address; unset: no TAXII server.
+    pub taxii_listen: Option<SocketAddr>,
     /// The sled database directory, default `dip-data`.
     pub data_dir: Option<PathBuf>,
     /// Development PKI directory (ca.pem, server.pem, server.key), default `certs/dev`.
@@ -129,6 +131,7 @@ pub struct ServeFile {
 pub struct ServeSettings {
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
+    pub taxii_listen: Option<SocketAddr>,
     pub config: Config,
 }
 
@@ -145,6 +148,7 @@ impl ServeFile {
         ServeFile {
             listen: self.listen.or(beneath.listen),
             metrics_listen: self.metrics_listen.or(beneath.metrics_listen),
+            taxii_listen: self.taxii_listen.or(beneath.taxii_listen),
             data_dir: self.data_dir.or(beneath.data_dir),
             certs_dir: self.certs_dir.or(beneath.certs_dir),
             ca: self.ca.or(beneath.ca),
@@ -201,10 +205,18 @@ impl ServeFile {
                 "metrics_listen and listen are both {listen}; metrics need their own address"
             )));
         }
+        if let Some(taxii) = self.taxii_listen.filter(|t| t.port() != 0)
+            && (taxii == listen || self.metrics_listen == Some(taxii))
+        {
+            return Err(Error::Config(format!(
+                "taxii_listen is {taxii}, also the gRPC or metrics address; TAXII needs its own address"
+            )));
+        }
         config.validate()?;
         Ok(ServeSettings {
             listen,
             metrics_listen: self.metrics_listen,
+            taxii_listen: self.taxii_listen,
             config,
         })
     }

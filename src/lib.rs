@@ -37,6 +37,8 @@
 //! what up; [`metrics`] serves Prometheus metrics on their own listener; [`config`]
 //! merges the config file, environment and flags into one validated `Config`.
 //!
+//! Other ecosystems: [`taxii`] serves the log read-only as TAXII 2.1 / STIX 2.1
+//! on its own mutual-TLS listener, with the same identities and visibility;
 //! [`misp`] maps a snapshot to a MISP feed, for `dip-hub export misp`.
 //!
 //! [`bench`] is a load generator: it runs a hub as a child process and measures
@@ -74,6 +76,7 @@ pub mod snapshot;
 pub mod state;
 pub mod streams;
 pub mod subscription;
+pub mod taxii;
 pub mod tls;
 pub mod validate;
 pub mod view;

@@ -3,7 +3,7 @@
 //! Owns: start-up (open the log, apply stored registry changes, replay, start the
 //! writer and the audit trail), serving over the given listeners (gRPC with
 //! mutual TLS: the hub, admin, health and reflection services; Prometheus
-//! metrics over plain HTTP), reloading TLS credentials when triggered, and the
+//! metrics over plain HTTP; TAXII 2.1 over HTTPS with mutual TLS), reloading TLS credentials when triggered, and the
 //! shutdown drain with its grace timeout (after which every remaining connection
 //! is severed, so that the hub always stops). Must never bind its own port or listen
 //! for signals: callers (main, tests) pass bound listeners, a shutdown future and
@@ -38,6 +38,7 @@ use crate::proto::server::indicator_hub_service_server::IndicatorHubServiceServe
 use crate::registry::Registry;
 use crate::sequencer::Sequencer;
 use crate::streams::Streams;
+use crate::taxii::{self, Taxii};
 use crate::tls;
 
 /// Largest request the hub decodes (a full batch of 1000 indicators fits).
@@ -49,6 +50,8 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// Prometheus metrics over plain HTTP (`/metrics`); none: no metrics endpoint.
     pub metrics: Option<TcpListener>,
+    /// TAXII 2.1 over HTTPS with mutual TLS (`/taxii2/`); none: no TAXII server.
+    pub taxii: Option<TcpListener>,
 }
 
 /// How the caller steers a running hub.
@@ -77,6 +80,7 @@ pub async fn run(
     let listeners = Listeners {
         grpc: listener,
         metrics: None,
+        taxii: None,
     };
     serve(config, listeners, Controls::new(shutdown)).await
 }
@@ -157,6 +161,14 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
             side_tasks.clone(),
         ))
     });
+    let taxii_task = listeners.taxii.map(|listener| {
+        tokio::spawn(taxii::serve(
+            listener,
+            tls_current.clone(),
+            Taxii::new(hub.clone()),
+            stop.clone(),
+        ))
+    });
     let reload_task = controls
         .reload
         .map(|reload| tokio::spawn(reload_on_trigger(hub.clone(), reload, side_tasks.clone())));
@@ -229,7 +241,10 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     // queue and stops, the audit trail stores what is queued; then everything
     // is flushed.
     side_tasks.cancel();
-    for task in [metrics_task, reload_task].into_iter().flatten() {
+    for task in [metrics_task, taxii_task, reload_task]
+        .into_iter()
+        .flatten()
+    {
         let _ = task.await;
     }
     // The expiry task holds a sequencer handle; it ends on the stop token

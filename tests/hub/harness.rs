@@ -11,6 +11,7 @@ use dip_hub::config::{Config, TlsFiles};
 use dip_hub::pki::{self, DevPkiPaths};
 use dip_hub::proto;
 use dip_hub::proto::indicator_hub_service_client::IndicatorHubServiceClient;
+use dip_hub::server::{Controls, Listeners};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -63,6 +64,8 @@ pub struct TestHub {
     pub pki: Arc<TestPki>,
     pub data: Arc<TempDir>,
     pub port: u16,
+    /// The TAXII 2.1 listener's port, for hubs started with [`TestHub::start_taxii`].
+    pub taxii_port: Option<u16>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<dip_hub::Result<()>>>,
 }
@@ -80,7 +83,7 @@ impl TestHub {
         data: Arc<TempDir>,
         tweak: impl FnOnce(&mut Config),
     ) -> TestHub {
-        TestHub::start_at(pki, data, 0, tweak).await
+        TestHub::launch(pki, data, 0, tweak, false).await
     }
 
     /// A hub on an existing PKI and database, listening on `port` (0: any), e.g.
@@ -91,6 +94,31 @@ impl TestHub {
         port: u16,
         tweak: impl FnOnce(&mut Config),
     ) -> TestHub {
+        TestHub::launch(pki, data, port, tweak, false).await
+    }
+
+    /// A hub with a fresh PKI and an empty database that also serves TAXII 2.1.
+    pub async fn start_taxii() -> TestHub {
+        let data = Arc::new(tempfile::tempdir().expect("temp dir"));
+        TestHub::start_taxii_with(TestPki::new(), data, |_| {}).await
+    }
+
+    /// A hub that also serves TAXII 2.1, on an existing PKI and database.
+    pub async fn start_taxii_with(
+        pki: Arc<TestPki>,
+        data: Arc<TempDir>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestHub {
+        TestHub::launch(pki, data, 0, tweak, true).await
+    }
+
+    async fn launch(
+        pki: Arc<TestPki>,
+        data: Arc<TempDir>,
+        port: u16,
+        tweak: impl FnOnce(&mut Config),
+        taxii: bool,
+    ) -> TestHub {
         let mut config = Config::new(
             data.path().join("db"),
             TlsFiles::dev(&pki.pki_dir()),
@@ -99,14 +127,28 @@ impl TestHub {
         tweak(&mut config);
         let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
+        let taxii = match taxii {
+            true => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind TAXII")),
+            false => None,
+        };
+        let taxii_port = taxii
+            .as_ref()
+            .map(|l| l.local_addr().expect("TAXII addr").port());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(dip_hub::server::run(config, listener, async {
+        let listeners = Listeners {
+            grpc: listener,
+            metrics: None,
+            taxii,
+        };
+        let controls = Controls::new(async {
             let _ = stopped.await;
-        }));
+        });
+        let task = tokio::spawn(dip_hub::server::serve(config, listeners, controls));
         TestHub {
             pki,
             data,
             port,
+            taxii_port,
             stop: Some(stop),
             task: Some(task),
         }

@@ -17,3 +17,4 @@ mod python_client;
 mod security;
 mod spine;
 mod subscriptions;
+mod taxii;

@@ -65,6 +65,7 @@ impl OpsHub {
         let listeners = Listeners {
             grpc,
             metrics: Some(metrics),
+            taxii: None,
         };
         let task = tokio::spawn(dip_hub::server::serve(config, listeners, controls));
         OpsHub {

@@ -119,9 +119,21 @@ pub fn promtool() -> PathBuf {
                 String::from_utf8_lossy(&output.stderr)
             );
         };
-        run(Command::new("apt-get")
-            .args(["download", "prometheus"])
-            .current_dir(&dir));
+        let download = || {
+            Command::new("apt-get")
+                .args(["download", "prometheus"])
+                .current_dir(&dir)
+                .status()
+                .is_ok_and(|status| status.success())
+        };
+        if !download() {
+            // A fresh machine has no package lists yet.
+            eprintln!("apt-get download prometheus failed: running apt-get update first");
+            run(Command::new("apt-get").arg("update"));
+            run(Command::new("apt-get")
+                .args(["download", "prometheus"])
+                .current_dir(&dir));
+        }
         let deb = std::fs::read_dir(&dir)
             .expect("promtool directory")
             .filter_map(|entry| entry.ok().map(|e| e.path()))
