@@ -515,6 +515,9 @@ async fn bad_requests_get_taxii_errors_and_pages_carry_date_headers() {
         first <= last && first.ends_with('Z') && first.len() == "2026-01-01T00:00:00.000000Z".len(),
         "{first} {last}"
     );
+
+    // The hub with its TAXII listener stops cleanly (the TAXII connections drain).
+    hub.stop().await;
 }
 
 #[tokio::test]
