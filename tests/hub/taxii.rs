@@ -58,6 +58,16 @@ async fn python(script: &str, args: &[String]) -> std::process::Output {
         .unwrap_or_else(|e| panic!("running python3 {script}: {e}"))
 }
 
+/// The test PKI's CA, to issue certificates and CRLs.
+fn hub_ca(pki: &TestPki) -> dip_hub::pki::CertAuthority {
+    let paths = pki.paths();
+    dip_hub::pki::CertAuthority::load(
+        &std::fs::read_to_string(paths.ca_cert()).expect("CA certificate"),
+        &std::fs::read_to_string(paths.ca_key()).expect("CA key"),
+    )
+    .expect("hub CA")
+}
+
 fn cert_args(hub: &TestHub, certs: &ClientCerts) -> Vec<String> {
     let _ = hub;
     [&certs.ca, &certs.cert, &certs.key]
@@ -575,14 +585,10 @@ async fn an_expired_indicator_is_a_revoked_version() {
 
 #[tokio::test]
 async fn a_revoked_certificate_gets_nothing() {
-    use dip_hub::pki::{CertAuthority, Validity};
+    use dip_hub::pki::Validity;
     let pki = TestPki::new();
     let paths = pki.paths();
-    let ca = CertAuthority::load(
-        &std::fs::read_to_string(paths.ca_cert()).expect("CA certificate"),
-        &std::fs::read_to_string(paths.ca_key()).expect("CA key"),
-    )
-    .expect("hub CA");
+    let ca = hub_ca(&pki);
     let revoked = ca
         .issue_client("alpha-bank", Validity::days(1))
         .expect("certificate");
@@ -625,15 +631,9 @@ async fn a_revoked_certificate_gets_nothing() {
 
 #[tokio::test]
 async fn a_certificate_revoked_while_connected_is_unauthorized() {
-    use dip_hub::pki::CertAuthority;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let pki = TestPki::new();
-    let paths = pki.paths();
-    let ca = CertAuthority::load(
-        &std::fs::read_to_string(paths.ca_cert()).expect("CA certificate"),
-        &std::fs::read_to_string(paths.ca_key()).expect("CA key"),
-    )
-    .expect("hub CA");
+    let ca = hub_ca(&pki);
     let crl = pki.dir.path().join("hub.crl.pem");
     std::fs::write(&crl, ca.crl_pem(&[]).expect("empty CRL")).expect("write CRL");
     let data = Arc::new(tempfile::tempdir().expect("temp dir"));
