@@ -146,10 +146,7 @@ async fn objects(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    match page(taxii, org, &id, None, raw, Versions::Asked).await {
-        Ok(page) => envelope(page, "objects", |item| item.object.clone()),
-        Err(refusal) => refusal.into_response(),
-    }
+    listing(taxii, org, id, raw, |item| item.object.clone()).await
 }
 
 async fn manifest(
@@ -158,15 +155,27 @@ async fn manifest(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    match page(taxii, org, &id, None, raw, Versions::Asked).await {
-        Ok(page) => envelope(page, "objects", |item| {
-            json!({
-                "id": item.object["id"],
-                "date_added": stix::date_added(item.date_added),
-                "version": version_of(item),
-                "media_type": stix::STIX_MEDIA_TYPE,
-            })
-        }),
+    listing(taxii, org, id, raw, |item| {
+        json!({
+            "id": item.object["id"],
+            "date_added": stix::date_added(item.date_added),
+            "version": version_of(item),
+            "media_type": stix::STIX_MEDIA_TYPE,
+        })
+    })
+    .await
+}
+
+/// A page of a collection (`objects/`, `manifest/`), each item rendered by `render`.
+async fn listing(
+    taxii: Taxii,
+    org: Org,
+    collection: String,
+    raw: Option<String>,
+    render: impl Fn(&pages::Item) -> Value,
+) -> Response {
+    match page(taxii, org, &collection, None, raw, Versions::Asked).await {
+        Ok(page) => envelope(page, "objects", render),
         Err(refusal) => refusal.into_response(),
     }
 }

@@ -29,27 +29,43 @@ const PACKAGES: &[&str] = &[
 /// The longest a script may run.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Runs tests/python/`script` with the packages on PYTHONPATH.
-async fn python(script: &str, args: &[String]) -> std::process::Output {
+/// python3 tests/python/`script`, with the packages on PYTHONPATH.
+async fn python_command(script: &str) -> tokio::process::Command {
     let deps = tokio::task::spawn_blocking(|| provision::python_packages(PACKAGES))
         .await
         .expect("provisioning ran");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(script);
-    let child = tokio::process::Command::new("python3")
-        .arg(path)
-        .args(args)
+    let mut command = tokio::process::Command::new("python3");
+    command
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/python")
+                .join(script),
+        )
         .env("PYTHONPATH", deps)
         // requests prefers these to the CA a client is given: trust only the hub's.
         .env_remove("REQUESTS_CA_BUNDLE")
         .env_remove("CURL_CA_BUNDLE")
-        .kill_on_drop(true)
-        .output();
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs tests/python/`script` to the end (at most [`SCRIPT_TIMEOUT`]).
+async fn python(script: &str, args: &[String]) -> std::process::Output {
+    let child = python_command(script).await.args(args).output();
     tokio::time::timeout(SCRIPT_TIMEOUT, child)
         .await
         .unwrap_or_else(|_| panic!("{script} finished within {SCRIPT_TIMEOUT:?}"))
         .unwrap_or_else(|e| panic!("running python3 {script}: {e}"))
+}
+
+/// The test PKI's CA, to issue certificates and CRLs.
+fn hub_ca(pki: &TestPki) -> dip_hub::pki::CertAuthority {
+    let paths = pki.paths();
+    dip_hub::pki::CertAuthority::load(
+        &std::fs::read_to_string(paths.ca_cert()).expect("CA certificate"),
+        &std::fs::read_to_string(paths.ca_key()).expect("CA key"),
+    )
+    .expect("hub CA")
 }
 
 fn cert_args(hub: &TestHub, certs: &ClientCerts) -> Vec<String> {
@@ -515,6 +531,9 @@ async fn bad_requests_get_taxii_errors_and_pages_carry_date_headers() {
         first <= last && first.ends_with('Z') && first.len() == "2026-01-01T00:00:00.000000Z".len(),
         "{first} {last}"
     );
+
+    // The hub with its TAXII listener stops cleanly (the TAXII connections drain).
+    hub.stop().await;
 }
 
 #[tokio::test]
@@ -566,14 +585,10 @@ async fn an_expired_indicator_is_a_revoked_version() {
 
 #[tokio::test]
 async fn a_revoked_certificate_gets_nothing() {
-    use dip_hub::pki::{CertAuthority, Validity};
+    use dip_hub::pki::Validity;
     let pki = TestPki::new();
     let paths = pki.paths();
-    let ca = CertAuthority::load(
-        &std::fs::read_to_string(paths.ca_cert()).expect("CA certificate"),
-        &std::fs::read_to_string(paths.ca_key()).expect("CA key"),
-    )
-    .expect("hub CA");
+    let ca = hub_ca(&pki);
     let revoked = ca
         .issue_client("alpha-bank", Validity::days(1))
         .expect("certificate");
@@ -612,4 +627,65 @@ async fn a_revoked_certificate_gets_nothing() {
     // The organisation's certificate that is not on the CRL still works.
     let fine = get(&hub, &hub.pki.certs("alpha-bank"), "/taxii2/", TAXII).await;
     assert_eq!(fine["status"], 200, "{fine}");
+}
+
+#[tokio::test]
+async fn a_certificate_revoked_while_connected_is_unauthorized() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let pki = TestPki::new();
+    let ca = hub_ca(&pki);
+    let crl = pki.dir.path().join("hub.crl.pem");
+    std::fs::write(&crl, ca.crl_pem(&[]).expect("empty CRL")).expect("write CRL");
+    let data = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let crls = vec![crl.clone()];
+    let hub = TestHub::start_taxii_with(pki, data, |config| config.tls.crls = crls).await;
+    let alpha = hub.pki.certs("alpha-bank");
+
+    let mut session = python_command("taxii_session.py")
+        .await
+        .arg(taxii_url(&hub, "/taxii2/"))
+        .args(cert_args(&hub, &alpha))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 taxii_session.py starts");
+    let mut lines = BufReader::new(session.stdout.take().expect("stdout")).lines();
+    let mut next_line = async || -> Value {
+        let line = tokio::time::timeout(SCRIPT_TIMEOUT, lines.next_line())
+            .await
+            .expect("the script answers in time")
+            .expect("read stdout")
+            .expect("a line");
+        serde_json::from_str(&line).expect("JSON line")
+    };
+    let before = next_line().await;
+    assert_eq!(before["status"], 200, "{before}");
+
+    // Revoke alpha-bank's certificate and reload the CRLs, the connection open.
+    let pem = std::fs::read(&alpha.cert).expect("certificate");
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(&pem).expect("PEM");
+    let serial = dip_hub::identity::identify(&der)
+        .expect("identity")
+        .cert_serial;
+    std::fs::write(&crl, ca.crl_pem(&[&serial]).expect("CRL")).expect("write CRL");
+    let channel = dip_hub::client::channel(&hub.url(), &hub.pki.certs("dot-regulator"))
+        .await
+        .expect("regulator connects");
+    proto::admin_client::AdminClient::new(channel)
+        .reload_crls(proto::ReloadCrlsRequest {})
+        .await
+        .expect("CRLs reloaded");
+
+    let mut stdin = session.stdin.take().expect("stdin");
+    stdin.write_all(b"go\n").await.expect("signal the script");
+    let after = next_line().await;
+    assert_eq!(after["status"], 401, "{after}");
+    assert_eq!(after["body"]["http_status"], "401");
+    let description = after["body"]["description"].as_str().expect("description");
+    assert!(description.contains("is revoked"), "{description}");
+    let status = tokio::time::timeout(SCRIPT_TIMEOUT, session.wait())
+        .await
+        .expect("the script ends")
+        .expect("wait");
+    assert!(status.success());
 }
