@@ -248,7 +248,7 @@ pub async fn revoke_indicator(
     client: &mut Client,
     kind: proto::IndicatorKind,
     value: &str,
-) -> proto::EventsResponse {
+) -> proto::RevokeResponse {
     client
         .revoke(proto::RevokeRequest {
             kind: kind as i32,

@@ -671,7 +671,7 @@ async fn a_certificate_revoked_while_connected_is_unauthorized() {
     let channel = dip_hub::client::channel(&hub.url(), &hub.pki.certs("dot-regulator"))
         .await
         .expect("regulator connects");
-    proto::admin_client::AdminClient::new(channel)
+    proto::admin_service_client::AdminServiceClient::new(channel)
         .reload_crls(proto::ReloadCrlsRequest {})
         .await
         .expect("CRLs reloaded");
