@@ -96,7 +96,7 @@ async fn assert_feed_is_the_snapshot(hub: &TestHub, attributes: &[serde_json::Va
         let kind = tag_value(attribute, "kind").expect("a dip:kind tag");
         let value = attribute["value"].as_str().expect("value");
         let (misp_type, category) =
-            dip_hub::misp::attribute_type(Kind::from_str_name(kind).expect("a kind"));
+            dip_hub::misp::attribute_type(Kind::from_name(kind).expect("a kind"));
         assert_eq!(attribute["type"], misp_type, "{attribute}");
         assert_eq!(attribute["category"], category, "{attribute}");
         assert_eq!(attribute["to_ids"], true);
