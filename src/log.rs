@@ -13,10 +13,20 @@
 //! - `audit`: the audit trail of lookups (time ms ‖ counter, both big-endian →
 //!   the entry, encoded by `audit`), in time order.
 //!
+//! Durability: sled's own `flush` on Linux ends in `sync_file_range`, which
+//! neither empties the disk's write cache nor writes the file's size, so every
+//! write that is acknowledged ([`Log::flush`], [`Log::store_org`]) then waits for
+//! a real `fdatasync` of the files sled wrote (see [`Durability`]).
+//!
 //! Must never be called from an async task directly: every call may block on disk
 //! (callers use the writer thread or `spawn_blocking`).
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
@@ -112,6 +122,83 @@ pub struct Log {
     cursors: sled::Tree,
     orgs: sled::Tree,
     audit: sled::Tree,
+    durability: Arc<Durability>,
+}
+
+/// The files sled 0.34 writes and their real sync (`fdatasync`): the log file
+/// `db`, and the `blobs` directory, where sled puts any page too large for the
+/// log (written without a sync of its own), with the directory entries of new
+/// blob files. Snapshots (`snap.*`) are not synced here: sled rebuilds them from
+/// the log.
+struct Durability {
+    db_file: File,
+    blobs_dir: PathBuf,
+    /// Blob files already synced (sled never rewrites one; it deletes them).
+    synced_blobs: Mutex<HashSet<OsString>>,
+    /// Syncs completed (`dip_log_fsyncs_total`).
+    syncs: AtomicU64,
+}
+
+impl Durability {
+    fn open(dir: &Path) -> Result<Durability> {
+        let db_path = dir.join("db");
+        let db_file = File::open(&db_path)
+            .map_err(|e| Error::io(format!("opening {} to sync it", db_path.display()), e))?;
+        Ok(Durability {
+            db_file,
+            blobs_dir: dir.join("blobs"),
+            synced_blobs: Mutex::new(HashSet::new()),
+            syncs: AtomicU64::new(0),
+        })
+    }
+
+    /// `fdatasync` of the log file and of blob files not yet synced (and, when
+    /// there are new ones, `fsync` of the blobs directory). Counts one sync.
+    fn sync(&self) -> Result<()> {
+        self.db_file
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync of the database file", e))?;
+        self.sync_new_blobs()?;
+        self.syncs.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    fn sync_new_blobs(&self) -> Result<()> {
+        let entries = match std::fs::read_dir(&self.blobs_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("listing sled's blobs directory", e)),
+        };
+        let mut synced = self
+            .synced_blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut present = HashSet::new();
+        let mut new = false;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("listing sled's blobs directory", e))?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                match File::open(entry.path()) {
+                    Ok(file) => file
+                        .sync_data()
+                        .map_err(|e| Error::io("fdatasync of a sled blob", e))?,
+                    // Deleted by sled since it was listed: nothing to keep.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io("opening a sled blob to sync it", e)),
+                }
+                new = true;
+            }
+            present.insert(name);
+        }
+        if new {
+            File::open(&self.blobs_dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|e| Error::io("fsync of sled's blobs directory", e))?;
+        }
+        *synced = present;
+        Ok(())
+    }
 }
 
 impl Log {
@@ -121,6 +208,7 @@ impl Log {
             .cache_capacity(256 * 1024 * 1024)
             .open()?;
         Ok(Log {
+            durability: Arc::new(Durability::open(dir)?),
             events: db.open_tree("events")?,
             state: db.open_tree("state")?,
             cursors: db.open_tree("cursors")?,
@@ -148,10 +236,18 @@ impl Log {
         Ok(())
     }
 
-    /// Makes everything written so far durable (fsync).
+    /// Makes everything written so far durable: sled's flush, then a real sync
+    /// (`fdatasync`) of the files it wrote. One call serves every write before it,
+    /// so a group of writes shares one sync.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
-        Ok(())
+        self.durability.sync()
+    }
+
+    /// Real syncs completed since the log was opened (each acknowledged write
+    /// waited for one that started after it).
+    pub fn syncs(&self) -> u64 {
+        self.durability.syncs.load(Ordering::Acquire)
     }
 
     /// Records with `from <= sequence <= to`, at most `max_records` or about
@@ -325,8 +421,7 @@ impl Log {
     /// Stores a run-time change of organisation `org_id` and makes it durable.
     pub fn store_org(&self, org_id: &str, change: &[u8]) -> Result<()> {
         self.orgs.insert(org_id.as_bytes(), change)?;
-        self.orgs.flush()?;
-        Ok(())
+        self.flush()
     }
 
     /// Every stored organisation change, by org id.
