@@ -32,12 +32,14 @@ use bytes::Bytes;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::fingerprint::Fingerprint;
 use crate::indicator::{Category, EventType, IndicatorKey, Kind, Millis, Risk, Tlp};
 use crate::state::IndicatorState;
 use crate::wire;
 
-/// Record format version, the first byte of every record.
-const RECORD_VERSION: u8 = 1;
+/// Record format version, the first byte of every record. Version 2 adds the
+/// request's fingerprint after an idempotency mark; version 1 records still decode.
+const RECORD_VERSION: u8 = 2;
 /// Longest idempotency key, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// Key-space prefixes of the `state` tree (indicator keys start with their kind, 1..=9).
@@ -69,6 +71,8 @@ pub struct IdempotencyMark {
     pub key: String,
     /// How many events the submission produced (this one and those following).
     pub count: u32,
+    /// The submission's request (`None` in records written before fingerprints).
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// One event as stored.
@@ -86,6 +90,9 @@ pub struct Record {
 pub struct IdempotentHit {
     pub first_sequence: u64,
     pub count: u32,
+    /// The request first submitted with the key (`None` if stored before
+    /// fingerprints: such a key replays whatever is sent with it).
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// One indicator's state before and after a group of events (before is `None`
@@ -316,6 +323,9 @@ impl Log {
         for entry in idempotency {
             let mut value = entry.hit.first_sequence.to_be_bytes().to_vec();
             value.extend_from_slice(&entry.hit.count.to_be_bytes());
+            if let Some(fingerprint) = &entry.hit.fingerprint {
+                value.extend_from_slice(fingerprint);
+            }
             batch.insert(idempotency_key(&entry.org_id, &entry.key), value);
         }
         batch.insert(APPLIED_KEY, &applied.to_be_bytes());
@@ -366,16 +376,21 @@ impl Log {
         let Some(value) = self.state.get(idempotency_key(org_id, key))? else {
             return Ok(None);
         };
-        if value.len() != 12 {
-            return Err(Error::Corrupt {
-                sequence: 0,
-                problem: format!("idempotency entry of {org_id} has {} bytes", value.len()),
-            });
-        }
-        let (seq, count) = value.split_at(8);
+        // 12 bytes before fingerprints were stored, 28 since.
+        let corrupt = || Error::Corrupt {
+            sequence: 0,
+            problem: format!("idempotency entry of {org_id} has {} bytes", value.len()),
+        };
+        let (seq, rest) = value.split_at_checked(8).ok_or_else(corrupt)?;
+        let (count, fingerprint) = rest.split_at_checked(4).ok_or_else(corrupt)?;
+        let fingerprint = match fingerprint.len() {
+            0 => None,
+            _ => Some(fingerprint.try_into().map_err(|_| corrupt())?),
+        };
         Ok(Some(IdempotentHit {
-            first_sequence: u64::from_be_bytes(seq.try_into().unwrap_or_default()),
-            count: u32::from_be_bytes(count.try_into().unwrap_or_default()),
+            first_sequence: u64::from_be_bytes(seq.try_into().map_err(|_| corrupt())?),
+            count: u32::from_be_bytes(count.try_into().map_err(|_| corrupt())?),
+            fingerprint,
         }))
     }
 
@@ -536,7 +551,7 @@ fn sequence_from_key(bytes: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(array))
 }
 
-/// `[version][kind][category][risk][tlp][event type][org len][org][key len][key][count u32 if key][entry]`
+/// `[version][kind][category][risk][tlp][event type][org len][org][key len][key][count u32 if key][fingerprint 16 if key][entry]`
 fn encode_record(record: &Record) -> Vec<u8> {
     let meta = &record.meta;
     let org = meta.source_org.as_bytes();
@@ -556,6 +571,7 @@ fn encode_record(record: &Record) -> Vec<u8> {
             bytes.push(mark.key.len() as u8);
             bytes.extend_from_slice(mark.key.as_bytes());
             bytes.extend_from_slice(&mark.count.to_be_bytes());
+            bytes.extend_from_slice(&mark.fingerprint.unwrap_or_default());
         }
         None => bytes.push(0),
     }
@@ -570,7 +586,7 @@ fn decode_record(sequence: u64, bytes: &[u8]) -> Result<Record> {
     };
     let mut reader = Reader { bytes, at: 0 };
     let header = reader.take(7).ok_or_else(|| corrupt("truncated header"))?;
-    if header[0] != RECORD_VERSION {
+    if header[0] != RECORD_VERSION && header[0] != 1 {
         return Err(corrupt(&format!("unknown record version {}", header[0])));
     }
     let enum_byte = |i: usize| i32::from(header[i]);
@@ -586,9 +602,17 @@ fn decode_record(sequence: u64, bytes: &[u8]) -> Result<Record> {
             .take(key_len)
             .ok_or_else(|| corrupt("truncated key"))?;
         let count = reader.take(4).ok_or_else(|| corrupt("truncated count"))?;
+        let fingerprint = match header[0] {
+            1 => None,
+            _ => reader.take(16).and_then(|f| f.try_into().ok()),
+        };
+        if header[0] != 1 && fingerprint.is_none() {
+            return Err(corrupt("truncated fingerprint"));
+        }
         Some(IdempotencyMark {
             key: String::from_utf8_lossy(key).into_owned(),
             count: u32::from_be_bytes([count[0], count[1], count[2], count[3]]),
+            fingerprint,
         })
     };
     Ok(Record {
@@ -650,6 +674,7 @@ mod tests {
         let mark = IdempotencyMark {
             key: "k-1".into(),
             count: 2,
+            fingerprint: Some([7; 16]),
         };
         let written = vec![record(1, Some(mark)), record(2, None), record(3, None)];
         log.append(&written).expect("append");

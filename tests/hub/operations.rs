@@ -57,13 +57,14 @@ impl OpsHub {
                 let _ = stopped.await;
             }),
             reload: Some(reloads),
+            ready: None,
         };
         let listeners = Listeners {
             grpc,
             metrics: Some(metrics),
         };
         let task = tokio::spawn(dip_hub::server::serve(config, listeners, controls));
-        OpsHub {
+        let hub = OpsHub {
             pki,
             data,
             port,
@@ -71,7 +72,9 @@ impl OpsHub {
             reload,
             stop: Some(stop),
             task,
-        }
+        };
+        wait_until_serving(&hub.url(), &hub.pki.certs("mumbai-police")).await;
+        hub
     }
 
     fn url(&self) -> String {
@@ -1127,7 +1130,10 @@ async fn every_acknowledged_write_waits_for_a_real_sync_and_concurrent_publishes
     let before = syncs().await;
     publish(&mut police, vec![phone_indicator(1)]).await;
     let after_publish = syncs().await;
-    assert!(after_publish > before, "a publish waited for no sync: {before} -> {after_publish}");
+    assert!(
+        after_publish > before,
+        "a publish waited for no sync: {before} -> {after_publish}"
+    );
 
     police
         .ack(proto::AckRequest {
@@ -1148,7 +1154,10 @@ async fn every_acknowledged_write_waits_for_a_real_sync_and_concurrent_publishes
         .await
         .expect("onboard");
     let after_admin = syncs().await;
-    assert!(after_admin > after_ack, "an admin change waited for no sync");
+    assert!(
+        after_admin > after_ack,
+        "an admin change waited for no sync"
+    );
 
     // Concurrent publishes: each answered durable, fewer syncs than publishes.
     const PUBLISHES: u64 = 200;
