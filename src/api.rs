@@ -231,6 +231,15 @@ impl IndicatorHubService for HubService {
             }
             (Start::Default, None) => 0,
         };
+        let head = self.hub.feed.committed();
+        if let Some(refusal) = crate::validate::start_beyond_head(
+            command.start,
+            command.consumer.as_deref(),
+            after,
+            head,
+        ) {
+            return Err(refusal.into());
+        }
         let subscription = Subscription {
             filter: command.filter,
             viewer: org,

@@ -457,7 +457,8 @@ pub fn certs_init(dir: &std::path::Path, registry: &std::path::Path) -> Result<(
     Ok(())
 }
 
-/// What `serve` prints on stdout once it listens, followed by the bound address.
+/// What `serve` prints on stdout once the hub answers (database open, state view
+/// replayed), followed by the bound address.
 pub const LISTENING_PREFIX: &str = "listening on ";
 
 async fn serve(args: ServeArgs) -> Result<()> {
@@ -474,12 +475,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let bound = grpc
         .local_addr()
         .map_err(|e| Error::io("listener address", e))?;
-    println!("{LISTENING_PREFIX}{bound}");
+    tracing::info!(addr = %bound, "bound; starting");
     let metrics = bind_optional(metrics_listen, "metrics").await?;
     let taxii = bind_optional(taxii_listen, "TAXII").await?;
     let controls = Controls {
         shutdown: Box::pin(shutdown_signal()),
         reload: Some(reload_signal()),
+        // Claimed only once the hub answers (health SERVING).
+        ready: Some(Box::new(move || {
+            println!("{LISTENING_PREFIX}{bound}");
+        })),
     };
     crate::server::serve(
         config,

@@ -12,7 +12,8 @@
 //!    [`normalize`] giving each value its canonical form.
 //! 3. [`policy`] authorizes it and hands out a permit.
 //! 4. [`sequencer`], the one writer, gives the events their sequences and appends
-//!    them to the [`log`] (sled), many publishes to one flush.
+//!    them to the [`log`] (sled), many publishes to one flush; an idempotency
+//!    key is stored with the [`fingerprint`] of the request it was first used for.
 //! 5. The events are applied to the [`state`] view (stored by the [`log`], and
 //!    kept in memory by [`view`] as one immutable version per group, with the
 //!    [`digest`] of the active set), and
@@ -25,7 +26,7 @@
 //!
 //! [`api`] is the gRPC service that runs this pipeline ([`codec`] refuses requests
 //! that do not decode); [`server`] wires it up and
-//! serves it. [`expiry`] is the hub's own publisher: it submits EXPIRED events
+//! serves it ([`starting`]: health NOT_SERVING until the hub can answer). [`expiry`] is the hub's own publisher: it submits EXPIRED events
 //! through the same sequencer when an indicator's valid_until passes. [`pki`]
 //! makes the development certificates.
 //!
@@ -59,6 +60,7 @@ pub mod digest;
 pub mod error;
 pub mod expiry;
 pub mod feed;
+pub mod fingerprint;
 pub mod frame;
 pub mod identity;
 pub mod indicator;
@@ -73,6 +75,7 @@ pub mod registry;
 pub mod sequencer;
 pub mod server;
 pub mod snapshot;
+pub mod starting;
 pub mod state;
 pub mod streams;
 pub mod subscription;

@@ -64,6 +64,8 @@ struct Inner {
     audit_recorded: Counter,
     audit_dropped: Counter,
     admin_actions: Counter,
+    /// Follows `Log::syncs` at scrape time (serialized by the lock).
+    log_fsyncs: Mutex<Counter>,
     positions: Mutex<Vec<Weak<AtomicU64>>>,
 }
 
@@ -167,8 +169,14 @@ impl Metrics {
             "admin_actions",
             "Admin RPCs that changed something (onboard, status, CRL reload)",
         );
+        let log_fsyncs = counter(
+            &mut registry,
+            "log_fsyncs",
+            "Real syncs (fdatasync) of the database files; every acknowledged publish, ack and admin change waits for one",
+        );
         Metrics {
             inner: Arc::new(Inner {
+                log_fsyncs: Mutex::new(log_fsyncs),
                 registry,
                 published,
                 delivered_events,
@@ -236,6 +244,19 @@ impl Metrics {
         positions.retain(|p| p.strong_count() > 0);
         positions.push(Arc::downgrade(&position));
         SubscriberProgress { position }
+    }
+
+    /// Brings `dip_log_fsyncs_total` up to `total` syncs (read from the log at scrape time).
+    pub fn log_synced(&self, total: u64) {
+        let counter = self
+            .inner
+            .log_fsyncs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let shown = counter.get();
+        if total > shown {
+            counter.inc_by(total - shown);
+        }
     }
 
     /// The exposition, with scrape-time values (`head`, the disk) filled in.
@@ -364,6 +385,7 @@ async fn scrape(
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"));
     }
+    metrics.log_synced(log.syncs());
     let disk = tokio::task::spawn_blocking(move || {
         let read = |what: &str, value: Result<u64>| {
             value

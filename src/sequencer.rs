@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::expiry::Alarm;
 use crate::feed::Feed;
+use crate::fingerprint::{self, Fingerprint};
 use crate::frame;
 use crate::indicator::{
     Action, Event, EventType, Indicator, IndicatorKey, Millis, Source, now_millis,
@@ -179,6 +180,7 @@ fn replay(log: &Log, head: u64) -> Result<()> {
                     hit: IdempotentHit {
                         first_sequence: record.sequence,
                         count: mark.count,
+                        fingerprint: mark.fingerprint,
                     },
                 });
             }
@@ -310,13 +312,18 @@ impl Writer {
                 .idempotency_key
                 .clone()
                 .map(|k| (submission.source.org_id.clone(), k));
+            let fingerprint = key.as_ref().map(|_| fingerprint::of(&submission.changes));
             let earlier = match &key {
                 Some(key) => match group_keys.get(key) {
                     Some(hit) => Ok(Some(*hit)),
                     None => self.log.idempotent(&key.0, &key.1),
                 },
                 None => Ok(None),
-            };
+            }
+            .and_then(|hit| match (hit, &key) {
+                (Some(hit), Some((_, key))) => same_request(key, hit, fingerprint).map(Some),
+                (hit, _) => Ok(hit),
+            });
             match earlier {
                 Err(error) => outcomes.push(Outcome::Refused { reply, error }),
                 Ok(Some(hit)) => outcomes.push(Outcome::Replay { reply, hit }),
@@ -331,6 +338,7 @@ impl Writer {
                             let hit = IdempotentHit {
                                 first_sequence,
                                 count,
+                                fingerprint,
                             };
                             group_keys.insert((org_id.clone(), key.clone()), hit);
                             idempotency.push(IdempotencyEntry { org_id, key, hit });
@@ -348,6 +356,7 @@ impl Writer {
                                 (Some(key), 0) => Some(IdempotencyMark {
                                     key: key.clone(),
                                     count,
+                                    fingerprint,
                                 }),
                                 _ => None,
                             };
@@ -493,6 +502,25 @@ impl Writer {
             events,
             replayed: true,
         })
+    }
+}
+
+/// An earlier submission with the same key is replayed only for the same
+/// request; the key reused for another request is refused, naming where it was
+/// first used (a key stored before fingerprints replays whatever comes).
+fn same_request(
+    key: &str,
+    hit: IdempotentHit,
+    fingerprint: Option<Fingerprint>,
+) -> Result<IdempotentHit> {
+    match hit.fingerprint {
+        Some(first) if Some(first) != fingerprint => Err(Error::FailedPrecondition(format!(
+            "idempotency_key: {key:?} was first used at sequence {} for a different request; \
+             a key replays only the request it was first used for (same RPC, indicators \
+             and fields): use a new key for a new request",
+            hit.first_sequence
+        ))),
+        _ => Ok(hit),
     }
 }
 

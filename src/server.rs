@@ -1,7 +1,7 @@
 //! Wires the hub together and serves it until shutdown.
 //!
 //! Owns: start-up (open the log, apply stored registry changes, replay, start the
-//! writer and the audit trail), serving over the given listeners (gRPC with
+//! writer and the audit trail; meanwhile only health answers, NOT_SERVING), serving over the given listeners (gRPC with
 //! mutual TLS: the hub, admin, health and reflection services; Prometheus
 //! metrics over plain HTTP; TAXII 2.1 over HTTPS with mutual TLS), reloading TLS credentials when triggered, and the
 //! shutdown drain with its grace timeout (after which every remaining connection
@@ -37,6 +37,7 @@ use crate::proto::server::admin_service_server::AdminServiceServer;
 use crate::proto::server::indicator_hub_service_server::IndicatorHubServiceServer;
 use crate::registry::Registry;
 use crate::sequencer::Sequencer;
+use crate::starting;
 use crate::streams::Streams;
 use crate::taxii::{self, Taxii};
 use crate::tls;
@@ -60,6 +61,9 @@ pub struct Controls {
     pub shutdown: Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
     /// Each message reloads the TLS credentials and CRLs (e.g. on SIGHUP).
     pub reload: Option<mpsc::Receiver<()>>,
+    /// Called once the hub can answer (database open, state view replayed, health
+    /// SERVING), e.g. to announce that it is listening.
+    pub ready: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Controls {
@@ -67,6 +71,7 @@ impl Controls {
         Controls {
             shutdown: Box::pin(shutdown),
             reload: None,
+            ready: None,
         }
     }
 }
@@ -95,33 +100,46 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     let feed_capacity = config.feed_capacity;
     let (tls_files, start_registry, start_metrics) =
         (config.tls.clone(), registry.clone(), metrics.clone());
-    let (credentials, tls_current, log, sequencer, feed, writer, cursors, cursor_thread) =
-        tokio::task::spawn_blocking(move || {
-            let (credentials, tls_current) = Credentials::load(tls_files)?;
-            let log = Log::open(&data_dir)?;
-            let changes = admin::apply_stored(&log, &start_registry)?;
-            if changes > 0 {
-                tracing::info!(
-                    changes,
-                    "applied stored organisation changes over the registry file"
-                );
-            }
-            let (sequencer, feed, writer) =
-                Sequencer::start_with(log.clone(), feed_capacity, start_metrics)?;
-            let (cursors, cursor_thread) = Cursors::start(log.clone())?;
-            Ok::<_, Error>((
-                credentials,
-                tls_current,
-                log,
-                sequencer,
-                feed,
-                writer,
-                cursors,
-                cursor_thread,
-            ))
-        })
-        .await
-        .map_err(|e| Error::Unavailable(format!("start-up was interrupted: {e}")))??;
+    let (credentials, tls_current) =
+        tokio::task::spawn_blocking(move || Credentials::load(tls_files))
+            .await
+            .map_err(|e| Error::Unavailable(format!("start-up was interrupted: {e}")))??;
+    // Connections are accepted (and authenticated) from now on; until the hub
+    // can answer, only health does, NOT_SERVING.
+    let sever = CancellationToken::new();
+    let grpc_addr = listeners
+        .grpc
+        .local_addr()
+        .map_err(|e| Error::io("listener address", e))?;
+    let mut incoming = Box::pin(Severable::all(
+        tls::incoming(listeners.grpc, tls_current.clone()),
+        &sever,
+    ));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_not_serving::<IndicatorHubServiceServer<HubService>>()
+        .await;
+    health.set_not_serving::<AdminServiceServer<AdminService>>().await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let starting = tokio::task::spawn_blocking(move || {
+        let log = Log::open(&data_dir)?;
+        let changes = admin::apply_stored(&log, &start_registry)?;
+        if changes > 0 {
+            tracing::info!(
+                changes,
+                "applied stored organisation changes over the registry file"
+            );
+        }
+        let (sequencer, feed, writer) =
+            Sequencer::start_with(log.clone(), feed_capacity, start_metrics)?;
+        let (cursors, cursor_thread) = Cursors::start(log.clone())?;
+        Ok::<_, Error>((log, sequencer, feed, writer, cursors, cursor_thread))
+    });
+    tracing::info!(addr = %grpc_addr, "hub starting: health answers NOT_SERVING until the database is open and replayed");
+    let (log, sequencer, feed, writer, cursors, cursor_thread) =
+        starting::serve_health_while(incoming.as_mut(), health_service.clone(), starting).await?;
 
     let stop = CancellationToken::new();
     let (audit, audit_task) = Audit::start(log.clone(), metrics.clone());
@@ -145,7 +163,7 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
         audit,
     };
     tracing::info!(
-        addr = %listeners.grpc.local_addr().map_err(|e| Error::io("listener address", e))?,
+        addr = %grpc_addr,
         head = feed.committed(),
         data_dir = %config.data_dir.display(),
         "hub serving"
@@ -173,13 +191,18 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
         .reload
         .map(|reload| tokio::spawn(reload_on_trigger(hub.clone(), reload, side_tasks.clone())));
 
-    let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<IndicatorHubServiceServer<HubService>>()
         .await;
     health
         .set_serving::<AdminServiceServer<AdminService>>()
         .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    if let Some(ready) = controls.ready {
+        ready();
+    }
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -193,9 +216,8 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     let admin_service = AdminServiceServer::new(AdminService::new(hub.clone()));
     drop(hub);
-    // Cut after the grace timeout: tonic's connection tasks outlive its server
-    // future, and with them the services and every hub handle.
-    let sever = CancellationToken::new();
+    // Cut after the grace timeout (`sever`): tonic's connection tasks outlive its
+    // server future, and with them the services and every hub handle.
     let stopping = stop.clone();
     let shutdown = controls.shutdown;
     let signal = async move {
@@ -219,10 +241,7 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(
-                Severable::all(tls::incoming(listeners.grpc, tls_current), &sever),
-                signal,
-            );
+            .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(serve);
         tokio::select! {
             served = &mut serve => served,
@@ -295,7 +314,7 @@ async fn reload_on_trigger(hub: Hub, mut reload: mpsc::Receiver<()>, stop: Cance
 
 /// A connection that fails every read and write once `severed` is cancelled, so
 /// that the task serving it ends (and drops the services it holds).
-struct Severable {
+pub(crate) struct Severable {
     conn: tls::AuthenticatedConn,
     severed: Pin<Box<WaitForCancellationFutureOwned>>,
 }

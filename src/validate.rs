@@ -181,6 +181,31 @@ pub enum Start {
     Now,
 }
 
+/// The refusal of a subscription whose start (`after`) is beyond the hub's
+/// `head`: OUT_OF_RANGE naming the field, the start and the head (the hub does
+/// not hold those events: it is another hub, or restored from an older backup).
+pub fn start_beyond_head(
+    start: Start,
+    consumer: Option<&str>,
+    after: u64,
+    head: u64,
+) -> Option<Error> {
+    if after <= head {
+        return None;
+    }
+    let (field, what) = match (start, consumer) {
+        (Start::Default, Some(consumer)) => {
+            ("consumer", format!("{consumer}'s acknowledged sequence is"))
+        }
+        _ => ("after_sequence", "is".to_string()),
+    };
+    Some(Error::OutOfRange(format!(
+        "{field}: {what} {after}, beyond the hub's newest durable sequence {head}; \
+         this hub does not hold those events (is it the right hub, or restored from an \
+         older backup?): resume at or before {head}"
+    )))
+}
+
 /// A validated Subscribe.
 #[derive(Clone, Debug)]
 pub struct SubscribeCommand {

@@ -125,6 +125,8 @@ impl TestHub {
             pki.registry(),
         );
         tweak(&mut config);
+        let dev_ca = TlsFiles::dev(&pki.pki_dir()).ca_cert;
+        let own_tls = (config.tls.ca_cert != dev_ca).then_some(());
         let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let taxii = match taxii {
@@ -144,14 +146,20 @@ impl TestHub {
             let _ = stopped.await;
         });
         let task = tokio::spawn(dip_hub::server::serve(config, listeners, controls));
-        TestHub {
+        let hub = TestHub {
             pki,
             data,
             port,
             taxii_port,
             stop: Some(stop),
             task: Some(task),
+        };
+        // A hub on TLS files of its own (security tests) is not waited for: its
+        // tests connect with certificates the harness does not hold.
+        if own_tls.is_none() {
+            wait_until_serving(&hub.url(), &hub.pki.certs("mumbai-police")).await;
         }
+        hub
     }
 
     pub fn url(&self) -> String {
@@ -283,4 +291,37 @@ pub async fn collect_events(
         events.extend(message.events);
     }
     events
+}
+
+/// Waits (at most 60 s) until the hub's health says SERVING: during start-up it
+/// answers NOT_SERVING and its RPCs UNAVAILABLE. Follows health's Watch stream,
+/// which tells each change of status.
+pub async fn wait_until_serving(url: &str, certs: &ClientCerts) {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let watch = async {
+        let channel = client::channel(url, certs).await.expect("connects");
+        let mut health = HealthClient::new(channel);
+        // A watch made during start-up may end when the hub switches to serving
+        // (its connection is sent GOAWAY): watch again, a bounded number of times.
+        for _attempt in 0..100 {
+            let request = HealthCheckRequest {
+                service: String::new(),
+            };
+            let Ok(statuses) = health.watch(request).await else {
+                continue;
+            };
+            let mut statuses = statuses.into_inner();
+            while let Ok(Some(answer)) = statuses.message().await {
+                if answer.status == ServingStatus::Serving as i32 {
+                    return;
+                }
+            }
+        }
+        panic!("the health watch failed 100 times before SERVING");
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), watch)
+        .await
+        .expect("the hub serves within 60 s");
 }
