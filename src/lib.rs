@@ -24,7 +24,9 @@
 //! [`snapshot`] streams one version of it, as of one sequence.
 //!
 //! [`api`] is the gRPC service that runs this pipeline ([`codec`] refuses requests
-//! that do not decode); [`server`] wires it up and
+//! that do not decode, [`limits`] holds each organisation to its share: streams,
+//! connections, publish and lookup rates; [`budget`] caps what all subscribers
+//! hold queued together); [`server`] wires it up and
 //! serves it. [`expiry`] is the hub's own publisher: it submits EXPIRED events
 //! through the same sequencer when an indicator's valid_until passes. [`pki`]
 //! makes the development certificates.
@@ -44,6 +46,7 @@ pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod bench;
+pub mod budget;
 pub mod cli;
 pub mod client;
 pub mod codec;
@@ -58,6 +61,7 @@ pub mod feed;
 pub mod frame;
 pub mod identity;
 pub mod indicator;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod normalize;

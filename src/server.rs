@@ -26,11 +26,13 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminService};
 use crate::api::{Hub, HubService};
 use crate::audit::Audit;
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::cursor::Cursors;
 use crate::error::{Error, Result};
 use crate::expiry;
+use crate::limits::{self, Limiter};
 use crate::log::Log;
 use crate::metrics::{self, Metrics};
 use crate::proto::server::admin_server::AdminServer;
@@ -42,6 +44,12 @@ use crate::tls;
 
 /// Largest request the hub decodes (a full batch of 1000 indicators fits).
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+/// Concurrent HTTP/2 streams (calls) one connection may have open.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+/// HTTP/2 receive windows: what a client may send before the hub reads it, per
+/// stream and per connection (the hub's memory for request bodies in transit).
+pub const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+pub const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
 
 /// The already-bound listeners the hub serves on.
 pub struct Listeners {
@@ -86,6 +94,7 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     config.validate()?;
     let registry = Registry::load(&config.registry)?;
     let metrics = Metrics::new();
+    let limiter = Limiter::new(config.role_limits.clone(), metrics.clone());
 
     let data_dir = config.data_dir.clone();
     let feed_capacity = config.feed_capacity;
@@ -139,6 +148,8 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
         credentials,
         metrics: metrics.clone(),
         audit,
+        limits: limiter.clone(),
+        budget: Budget::new(config.subscriber_budget_bytes),
     };
     tracing::info!(
         addr = %listeners.grpc.local_addr().map_err(|e| Error::io("listener address", e))?,
@@ -176,6 +187,10 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     let hub_service = IndicatorHubServer::new(HubService::new(hub.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     let admin_service = AdminServer::new(AdminService::new(hub.clone()));
+    let admitted = Admission {
+        limiter,
+        registry: hub.registry.clone(),
+    };
     drop(hub);
     // Cut after the grace timeout: tonic's connection tasks outlive its server
     // future, and with them the services and every hub handle.
@@ -196,13 +211,19 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     };
     let served = {
         let serve = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+            .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
             .add_service(hub_service)
             .add_service(admin_service)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(
-                Severable::all(tls::incoming(listeners.grpc, tls_current), &sever),
+                Severable::all(
+                    admitted.connections(tls::incoming(listeners.grpc, tls_current)),
+                    &sever,
+                ),
                 signal,
             );
         tokio::pin!(serve);
@@ -272,23 +293,57 @@ async fn reload_on_trigger(hub: Hub, mut reload: mpsc::Receiver<()>, stop: Cance
     }
 }
 
+/// The connection limit at the accept edge: a connection of an organisation
+/// that already has its limit of open connections is closed right after the
+/// handshake (counted in metrics, logged); the others carry a permit until they close.
+struct Admission {
+    limiter: Limiter,
+    registry: Registry,
+}
+
+impl Admission {
+    fn connections(
+        self,
+        incoming: impl Stream<Item = io::Result<tls::AuthenticatedConn>>,
+    ) -> impl Stream<Item = io::Result<(tls::AuthenticatedConn, limits::Permit)>> {
+        incoming.filter_map(move |conn| {
+            let conn = match conn {
+                Ok(conn) => conn,
+                Err(error) => return Some(Err(error)),
+            };
+            let org_id = &conn.identity().org_id;
+            let org = self.registry.get(org_id);
+            match self.limiter.acquire_connection(org_id, org.as_ref()) {
+                Ok(permit) => Some(Ok((conn, permit))),
+                Err(error) => {
+                    tracing::warn!(peer = %conn.remote_addr(), %error, "connection closed");
+                    None
+                }
+            }
+        })
+    }
+}
+
 /// A connection that fails every read and write once `severed` is cancelled, so
 /// that the task serving it ends (and drops the services it holds).
 struct Severable {
     conn: tls::AuthenticatedConn,
     severed: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The organisation's connection limit, held while the connection is open.
+    _permit: limits::Permit,
 }
 
 impl Severable {
     fn all(
-        incoming: impl Stream<Item = io::Result<tls::AuthenticatedConn>>,
+        incoming: impl Stream<Item = io::Result<(tls::AuthenticatedConn, limits::Permit)>>,
         sever: &CancellationToken,
     ) -> impl Stream<Item = io::Result<Severable>> {
         let sever = sever.clone();
         incoming.map(move |conn| {
-            conn.map(|conn| Severable {
+            conn.map(|(conn, permit)| Severable {
                 conn,
                 severed: Box::pin(sever.clone().cancelled_owned()),
+                _permit: permit,
             })
         })
     }
