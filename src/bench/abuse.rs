@@ -106,9 +106,9 @@ pub async fn run(
     let cpu = cpu.note();
     drop(stalled);
 
-    let receive_secs = seen
-        .last_delivery
-        .map_or(f64::EPSILON, |at| (at - start).as_secs_f64().max(f64::EPSILON));
+    let receive_secs = seen.last_delivery.map_or(f64::EPSILON, |at| {
+        (at - start).as_secs_f64().max(f64::EPSILON)
+    });
     let mut outcome = Outcome::new(
         "abuse",
         format!(

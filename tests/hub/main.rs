@@ -8,6 +8,7 @@ mod expiry;
 mod fuzz;
 mod harness;
 mod lifecycle;
+mod limits;
 mod operations;
 mod policy;
 mod security;
