@@ -279,5 +279,11 @@ mod tests {
         let example = include_str!("../certs/hub.example.toml");
         let file: ServeFile = toml::from_str(example).expect("example parses");
         assert!(file.metrics_listen.is_some());
+        assert_eq!(
+            file.limits[&Role::Bank].subscribe_streams,
+            Some(64),
+            "per-role limits are read"
+        );
+        assert_eq!(file.subscriber_budget_mib, Some(64));
     }
 }

@@ -194,6 +194,25 @@ mod tests {
     }
 
     #[test]
+    fn reads_an_organisations_own_limits() {
+        let registry = Registry::parse(
+            "[[org]]\nid = \"a\"\nname = \"A\"\nrole = \"BANK\"\nlimits = { subscribe_streams = 5 }\n",
+        )
+        .expect("parses");
+        let org = registry.active("a").expect("active");
+        assert_eq!(org.limits.subscribe_streams, Some(5));
+        assert_eq!(org.limits.connections, None);
+        let typo = Registry::parse(
+            "[[org]]\nid = \"a\"\nname = \"A\"\nrole = \"BANK\"\nlimits = { streams = 5 }\n",
+        );
+        assert!(
+            typo.expect_err("unknown limit")
+                .to_string()
+                .contains("streams")
+        );
+    }
+
+    #[test]
     fn refuses_bad_ids_and_duplicates() {
         let bad = Registry::parse("[[org]]\nid = \"Bad Id\"\nname = \"x\"\nrole = \"BANK\"\n");
         assert!(bad.expect_err("bad id").to_string().contains("not valid"));

@@ -15,7 +15,7 @@
 //! otherwise the frame is dropped and the stream continues from the log once its
 //! client has read what is queued (no gap, no duplicate). Besides: the frame
 //! being built and, during catch-up, one read from the log of at most
-//! `CATCH_UP_RECORDS` records or about `4 * FRAME_BYTES`. A subscriber that stops
+//! `CATCH_UP_RECORDS` records or about `READ_BYTES`. A subscriber that stops
 //! reading therefore holds about two frames outside the budget (one queued, one
 //! in the transport), and the ring it fell behind is shared and fixed in size
 //! (see `feed`).
@@ -45,8 +45,11 @@ use crate::wire;
 const QUEUE_FRAMES: usize = 8;
 /// Most events in one frame.
 const FRAME_EVENTS: usize = 512;
-/// About the most bytes in one frame.
-pub const FRAME_BYTES: usize = 64 * 1024;
+/// About the most bytes in one frame (with the codec's small chunks, what a
+/// stalled stream holds in the transport stays near two frames).
+pub const FRAME_BYTES: usize = 16 * 1024;
+/// Most bytes read from the log at once during catch-up.
+const READ_BYTES: usize = 128 * 1024;
 /// Most records read from the log at once during catch-up.
 const CATCH_UP_RECORDS: usize = 4096;
 
@@ -189,7 +192,7 @@ impl Task {
             let log = self.log.clone();
             let from = *next;
             let read = tokio::task::spawn_blocking(move || {
-                log.read(from, head, CATCH_UP_RECORDS, FRAME_BYTES * 4)
+                log.read(from, head, CATCH_UP_RECORDS, READ_BYTES)
             })
             .await;
             let records = match read {
