@@ -26,8 +26,8 @@
 //! [`api`] is the gRPC service that runs this pipeline ([`codec`] refuses requests
 //! that do not decode, [`limits`] holds each organisation to its share: streams,
 //! connections, publish and lookup rates; [`budget`] caps what all subscribers
-//! hold queued together); [`server`] wires it up and
-//! serves it. [`expiry`] is the hub's own publisher: it submits EXPIRED events
+//! hold queued together); [`server`] wires it up and serves it ([`http2`]:
+//! each connection with the hub's HTTP/2 settings). [`expiry`] is the hub's own publisher: it submits EXPIRED events
 //! through the same sequencer when an indicator's valid_until passes. [`pki`]
 //! makes the development certificates.
 //!
@@ -59,6 +59,7 @@ pub mod error;
 pub mod expiry;
 pub mod feed;
 pub mod frame;
+pub mod http2;
 pub mod identity;
 pub mod indicator;
 pub mod limits;

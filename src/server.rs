@@ -32,6 +32,7 @@ use crate::credentials::Credentials;
 use crate::cursor::Cursors;
 use crate::error::{Error, Result};
 use crate::expiry;
+use crate::http2;
 use crate::limits::{self, Limiter};
 use crate::log::Log;
 use crate::metrics::{self, Metrics};
@@ -50,6 +51,9 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 /// stream and per connection (the hub's memory for request bodies in transit).
 pub const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
 pub const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+/// What one call may hold buffered for sending beyond its client's window
+/// (hyper's default is 400 KiB: with a thousand stalled calls, 400 MiB).
+pub const SEND_BUFFER_BYTES: usize = 32 * 1024;
 
 /// The already-bound listeners the hub serves on.
 pub struct Listeners {
@@ -209,33 +213,37 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
             .await;
         stopping.cancel();
     };
-    let served = {
-        let serve = tonic::transport::Server::builder()
-            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-            .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
-            .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
-            .add_service(hub_service)
+    {
+        let routes = tonic::service::Routes::new(hub_service)
             .add_service(admin_service)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(
-                Severable::all(
-                    admitted.connections(tls::incoming(listeners.grpc, tls_current)),
-                    &sever,
-                ),
-                signal,
-            );
+            .prepare();
+        let settings = http2::Settings {
+            max_concurrent_streams: MAX_STREAMS_PER_CONNECTION,
+            stream_window: STREAM_WINDOW_BYTES,
+            connection_window: CONNECTION_WINDOW_BYTES,
+            max_send_buffer: SEND_BUFFER_BYTES,
+        };
+        let serve = http2::serve(
+            routes,
+            Severable::all(
+                admitted.connections(tls::incoming(listeners.grpc, tls_current)),
+                &sever,
+            ),
+            settings,
+            signal,
+        );
         tokio::pin!(serve);
         tokio::select! {
-            served = &mut serve => served,
+            () = &mut serve => {},
             () = async {
                 stop.cancelled().await;
                 tokio::time::sleep(config.shutdown_grace).await;
             } => {
                 tracing::warn!(grace = ?config.shutdown_grace, "shutdown grace timeout: closing remaining connections");
                 sever.cancel();
-                Ok(())
             }
         }
         // The server future, holding the services and every connection, ends here.
@@ -268,7 +276,7 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     .await
     .map_err(|e| Error::Unavailable(format!("shutdown was interrupted: {e}")))??;
     tracing::info!("hub stopped");
-    served.map_err(|e| Error::Tls(format!("serving: {e}")))
+    Ok(())
 }
 
 /// Reloads the TLS credentials on every trigger until `stop`.

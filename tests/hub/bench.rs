@@ -101,3 +101,58 @@ async fn bad_flags_are_refused_with_the_flag_named() {
         "{stderr}"
     );
 }
+
+/// Issue 16: one member leaks 1,000 Subscribe streams (within raised limits)
+/// while another publishes 60,000 events of 300 bytes. The hub (a child process,
+/// so that the memory is its own) stays under 400 MiB, a third member's
+/// subscriber receives every event once and in order, and every publish is
+/// acknowledged. The release figures (latency) are in README, "abuse".
+#[tokio::test]
+async fn a_member_leaking_streams_does_not_take_the_hub_down() {
+    let run = Command::new(env!("CARGO_BIN_EXE_dip-hub"))
+        .args([
+            "bench",
+            "--json",
+            "--scenario",
+            "abuse",
+            "--abuse-streams",
+            "1000",
+            "--abuse-connections",
+            "10",
+            "--abuse-events",
+            "60000",
+            "--abuse-rate",
+            "20000",
+            "--fanout-max-batch",
+            "1000",
+            "--drain-secs",
+            "40",
+        ])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the abuse run finishes within 120 s")
+        .expect("the bench runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("stdout is the JSON report");
+    let abuse = &report["outcomes"][0];
+    eprintln!("abuse: {abuse}");
+    assert_eq!(abuse["scenario"], "abuse");
+    assert_eq!(abuse["errors"], 0, "refused streams or publishes: {abuse}");
+    assert_eq!(abuse["missed"], 0, "the honest subscriber lost events: {abuse}");
+    assert_eq!(abuse["duplicated"], 0, "duplicates: {abuse}");
+    assert_eq!(
+        abuse["latency"]["count"], 60_000,
+        "every event acknowledged and delivered once: {abuse}"
+    );
+    let rss = abuse["server_peak_rss_bytes"].as_u64().expect("rss");
+    assert!(
+        rss <= 400 * 1024 * 1024,
+        "hub peak RSS {} MiB is over the 400 MiB budget: {abuse}",
+        rss / (1024 * 1024)
+    );
+}
