@@ -93,18 +93,19 @@ fn spawn_connection<C>(
     C: AsyncRead + AsyncWrite + Connected<ConnectInfo = PeerInfo> + Unpin + Send + 'static,
 {
     let peer = conn.connect_info();
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        // Handlers read the caller from here (`tls::peer_of`).
-        request.extensions_mut().insert(peer.clone());
-        let mut routes = routes.clone();
-        async move {
-            std::future::poll_fn(|cx| {
-                Service::<hyper::Request<hyper::body::Incoming>>::poll_ready(&mut routes, cx)
-            })
-            .await?;
-            routes.call(request).await
-        }
-    });
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            // Handlers read the caller from here (`tls::peer_of`).
+            request.extensions_mut().insert(peer.clone());
+            let mut routes = routes.clone();
+            async move {
+                std::future::poll_fn(|cx| {
+                    Service::<hyper::Request<hyper::body::Incoming>>::poll_ready(&mut routes, cx)
+                })
+                .await?;
+                routes.call(request).await
+            }
+        });
     let connection = builder.serve_connection(TokioIo::new(conn), service);
     tokio::spawn(async move {
         let _alive = alive;
