@@ -14,12 +14,14 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::audit::{Audit, AuditEntry};
+use crate::budget::Budget;
 use crate::credentials::Credentials;
 use crate::cursor::Cursors;
 use crate::error::{Error, Result};
 use crate::feed::Feed;
 use crate::frame::Frame;
 use crate::indicator::{IndicatorKey, Source};
+use crate::limits::{Concurrent, Limiter, Permit};
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::policy;
@@ -57,6 +59,10 @@ pub struct Hub {
     pub credentials: Credentials,
     pub metrics: Metrics,
     pub audit: Audit,
+    /// Per-organisation limits and usage.
+    pub limits: Limiter,
+    /// What Subscribe streams may hold queued, all together.
+    pub budget: Budget,
 }
 
 impl Hub {
@@ -90,6 +96,14 @@ impl Hub {
         let token = self.streams.token(&source.org_id, &source.cert_serial);
         self.admitted(&source.org_id, &source.cert_serial)?;
         Ok(token)
+    }
+
+    /// A writing call's permits: one publish in flight, and `events` from the
+    /// organisation's publish rate.
+    fn write_permit(&self, org: &Org, events: usize) -> Result<Permit> {
+        let in_flight = self.limits.acquire(org, Concurrent::PublishesInFlight)?;
+        self.limits.publish_rate(org, events)?;
+        Ok(in_flight)
     }
 
     /// The current state of one indicator, from the state view in memory.
@@ -136,6 +150,7 @@ impl IndicatorHubService for HubService {
         let (org, source) = self.hub.caller(&request)?;
         let batch = PublishBatch::try_from(request.into_inner())?;
         let permit = policy::authorize_publish(&org, &batch.indicators)?;
+        let _in_flight = self.hub.write_permit(&org, batch.indicators.len())?;
         let submission = Submission {
             source,
             changes: batch.indicators.into_iter().map(Change::Publish).collect(),
@@ -164,6 +179,7 @@ impl IndicatorHubService for HubService {
         let command = RevokeCommand::try_from(request.into_inner())?;
         let state = self.hub.visible_state(&org, command.key.clone()).await?;
         let permit = policy::authorize_revoke(&org, &state.source_org)?;
+        let _in_flight = self.hub.write_permit(&org, 1)?;
         let submission = Submission {
             source,
             changes: vec![Change::Revoke {
@@ -198,6 +214,7 @@ impl IndicatorHubService for HubService {
             &state.indicator,
             &state.source_org,
         )?;
+        let _in_flight = self.hub.write_permit(&org, 1)?;
         let submission = Submission {
             source,
             changes: vec![Change::Action {
@@ -222,6 +239,10 @@ impl IndicatorHubService for HubService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let (org, source) = self.hub.caller(&request)?;
         let command = SubscribeCommand::try_from(request.into_inner())?;
+        let permit = self
+            .hub
+            .limits
+            .acquire(&org, Concurrent::SubscribeStreams)?;
         let stop = self.hub.stream_token(&source)?;
         let after = match (command.start, &command.consumer) {
             (Start::After(sequence), _) => sequence,
@@ -246,13 +267,13 @@ impl IndicatorHubService for HubService {
             after,
             heartbeat: command.heartbeat,
         };
-        let frames = subscription::spawn(
-            subscription,
-            self.hub.log.clone(),
-            self.hub.feed.clone(),
-            stop,
-            self.hub.metrics.clone(),
-        );
+        let shared = subscription::Shared {
+            log: self.hub.log.clone(),
+            feed: self.hub.feed.clone(),
+            metrics: self.hub.metrics.clone(),
+            budget: self.hub.budget.clone(),
+        };
+        let frames = subscription::spawn(subscription, shared, stop, Some(permit));
         Ok(Response::new(Box::pin(frames)))
     }
 
@@ -290,6 +311,7 @@ impl IndicatorHubService for HubService {
     ) -> Result<Response<proto::LookupResponse>, Status> {
         let (org, source) = self.hub.caller(&request)?;
         let proto::LookupRequest { kind, value } = request.into_inner();
+        self.hub.limits.lookup_rate(&org)?;
         let key = crate::validate::indicator_key("indicator", kind, &value)?;
         let subject = key.to_string();
         let looked_up = self.hub.visible_state(&org, key).await;
@@ -327,8 +349,14 @@ impl IndicatorHubService for HubService {
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         let (org, source) = self.hub.caller(&request)?;
         let command = SnapshotCommand::try_from(request.into_inner())?;
+        let permit = self.hub.limits.acquire(&org, Concurrent::Snapshots)?;
         let stop = self.hub.stream_token(&source)?;
         let messages = snapshot::spawn(self.hub.view.current(), command.filter, org, stop);
+        // The permit is given back when the stream ends or its client goes away.
+        let messages = tokio_stream::StreamExt::map(messages, move |message| {
+            let _held = &permit;
+            message
+        });
         Ok(Response::new(Box::pin(messages)))
     }
 }

@@ -171,6 +171,9 @@ pub struct ServeArgs {
     /// Seconds shutdown waits for in-flight requests and streams [default: 10].
     #[arg(long, env = "DIP_SHUTDOWN_GRACE_SECONDS")]
     pub shutdown_grace_seconds: Option<u64>,
+    /// MiB all Subscribe streams together may hold queued for slow clients [default: 64].
+    #[arg(long, env = "DIP_SUBSCRIBER_BUDGET_MIB")]
+    pub subscriber_budget_mib: Option<usize>,
 }
 
 impl ServeArgs {
@@ -193,6 +196,8 @@ impl ServeArgs {
             registry: self.registry.clone(),
             feed_capacity: self.feed_capacity,
             shutdown_grace_seconds: self.shutdown_grace_seconds,
+            limits: Default::default(),
+            subscriber_budget_mib: self.subscriber_budget_mib,
         };
         given.over(file).settings()
     }

@@ -25,8 +25,11 @@
 //! [`snapshot`] streams one version of it, as of one sequence.
 //!
 //! [`api`] is the gRPC service that runs this pipeline ([`codec`] refuses requests
-//! that do not decode); [`server`] wires it up and
-//! serves it ([`starting`]: health NOT_SERVING until the hub can answer). [`expiry`] is the hub's own publisher: it submits EXPIRED events
+//! that do not decode, [`limits`] holds each organisation to its share: streams,
+//! connections, publish and lookup rates; [`budget`] caps what all subscribers
+//! hold queued together); [`server`] wires it up and serves it ([`http2`]:
+//! each connection with the hub's HTTP/2 settings; [`starting`]: health
+//! NOT_SERVING until the hub can answer). [`expiry`] is the hub's own publisher: it submits EXPIRED events
 //! through the same sequencer when an indicator's valid_until passes. [`pki`]
 //! makes the development certificates.
 //!
@@ -49,6 +52,7 @@ pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod bench;
+pub mod budget;
 pub mod cli;
 pub mod client;
 pub mod codec;
@@ -62,8 +66,10 @@ pub mod expiry;
 pub mod feed;
 pub mod fingerprint;
 pub mod frame;
+pub mod http2;
 pub mod identity;
 pub mod indicator;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod misp;

@@ -40,6 +40,8 @@ const TYPES: usize = 6;
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Labels = [(&'static str, &'static str); 2];
+/// `org` and `limit` of a refusal.
+type LimitLabels = [(&'static str, String); 2];
 
 /// The hub's metrics; cheap to clone (one `Arc`).
 #[derive(Clone)]
@@ -66,6 +68,8 @@ struct Inner {
     admin_actions: Counter,
     /// Follows `Log::syncs` at scrape time (serialized by the lock).
     log_fsyncs: Mutex<Counter>,
+    limit_refusals: Family<LimitLabels, Counter>,
+    subscribers_stalled: Counter,
     positions: Mutex<Vec<Weak<AtomicU64>>>,
 }
 
@@ -174,6 +178,17 @@ impl Metrics {
             "log_fsyncs",
             "Real syncs (fdatasync) of the database files; every acknowledged publish, ack and admin change waits for one",
         );
+        let limit_refusals = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "limit_refusals",
+            "Calls and connections refused because an organisation reached one of its limits, by organisation and limit",
+            limit_refusals.clone(),
+        );
+        let subscribers_stalled = counter(
+            &mut registry,
+            "subscribers_stalled",
+            "Times a Subscribe stream dropped a frame for the subscribers' memory budget (it continues from the log once its client reads)",
+        );
         Metrics {
             inner: Arc::new(Inner {
                 log_fsyncs: Mutex::new(log_fsyncs),
@@ -192,6 +207,8 @@ impl Metrics {
                 audit_recorded,
                 audit_dropped,
                 admin_actions,
+                limit_refusals,
+                subscribers_stalled,
                 positions: Mutex::new(Vec::new()),
             }),
         }
@@ -231,6 +248,19 @@ impl Metrics {
 
     pub fn admin_action(&self) {
         self.inner.admin_actions.inc();
+    }
+
+    /// A call or connection of `org` refused at `limit`.
+    pub fn limit_refused(&self, org: &str, limit: &'static str) {
+        self.inner
+            .limit_refusals
+            .get_or_create(&[("org", org.to_string()), ("limit", limit.to_string())])
+            .inc();
+    }
+
+    /// A Subscribe stream went over the memory budget.
+    pub fn subscriber_stalled(&self) {
+        self.inner.subscribers_stalled.inc();
     }
 
     /// Tracks one subscription's progress until the returned handle is dropped.

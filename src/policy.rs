@@ -276,6 +276,7 @@ mod tests {
             name: id.into(),
             role,
             status: OrgStatus::Active,
+            limits: Default::default(),
         }
     }
 

@@ -26,11 +26,14 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminService};
 use crate::api::{Hub, HubService};
 use crate::audit::Audit;
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::cursor::Cursors;
 use crate::error::{Error, Result};
 use crate::expiry;
+use crate::http2;
+use crate::limits::{self, Limiter};
 use crate::log::Log;
 use crate::metrics::{self, Metrics};
 use crate::proto::server::admin_service_server::AdminServiceServer;
@@ -44,6 +47,15 @@ use crate::tls;
 
 /// Largest request the hub decodes (a full batch of 1000 indicators fits).
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+/// Concurrent HTTP/2 streams (calls) one connection may have open.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+/// HTTP/2 receive windows: what a client may send before the hub reads it, per
+/// stream and per connection (the hub's memory for request bodies in transit).
+pub const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+pub const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+/// What one call may hold buffered for sending beyond its client's window
+/// (hyper's default is 400 KiB: with a thousand stalled calls, 400 MiB).
+pub const SEND_BUFFER_BYTES: usize = 32 * 1024;
 
 /// The already-bound listeners the hub serves on.
 pub struct Listeners {
@@ -95,6 +107,7 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     config.validate()?;
     let registry = Registry::load(&config.registry)?;
     let metrics = Metrics::new();
+    let limiter = Limiter::new(config.role_limits.clone(), metrics.clone());
 
     let data_dir = config.data_dir.clone();
     let feed_capacity = config.feed_capacity;
@@ -111,15 +124,22 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
         .grpc
         .local_addr()
         .map_err(|e| Error::io("listener address", e))?;
+    // Each organisation's connection limit applies from the first connection.
+    let admitted = Admission {
+        limiter: limiter.clone(),
+        registry: registry.clone(),
+    };
     let mut incoming = Box::pin(Severable::all(
-        tls::incoming(listeners.grpc, tls_current.clone()),
+        admitted.connections(tls::incoming(listeners.grpc, tls_current.clone())),
         &sever,
     ));
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_not_serving::<IndicatorHubServiceServer<HubService>>()
         .await;
-    health.set_not_serving::<AdminServiceServer<AdminService>>().await;
+    health
+        .set_not_serving::<AdminServiceServer<AdminService>>()
+        .await;
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
@@ -161,6 +181,8 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
         credentials,
         metrics: metrics.clone(),
         audit,
+        limits: limiter.clone(),
+        budget: Budget::new(config.subscriber_budget_bytes),
     };
     tracing::info!(
         addr = %grpc_addr,
@@ -234,24 +256,29 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
             .await;
         stopping.cancel();
     };
-    let served = {
-        let serve = tonic::transport::Server::builder()
-            .add_service(hub_service)
+    {
+        let routes = tonic::service::Routes::new(hub_service)
             .add_service(admin_service)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(incoming, signal);
+            .prepare();
+        let settings = http2::Settings {
+            max_concurrent_streams: MAX_STREAMS_PER_CONNECTION,
+            stream_window: STREAM_WINDOW_BYTES,
+            connection_window: CONNECTION_WINDOW_BYTES,
+            max_send_buffer: SEND_BUFFER_BYTES,
+        };
+        let serve = http2::serve(routes, incoming, settings, signal);
         tokio::pin!(serve);
         tokio::select! {
-            served = &mut serve => served,
+            () = &mut serve => {},
             () = async {
                 stop.cancelled().await;
                 tokio::time::sleep(config.shutdown_grace).await;
             } => {
                 tracing::warn!(grace = ?config.shutdown_grace, "shutdown grace timeout: closing remaining connections");
                 sever.cancel();
-                Ok(())
             }
         }
         // The server future, holding the services and every connection, ends here.
@@ -287,7 +314,7 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     .await
     .map_err(|e| Error::Unavailable(format!("shutdown was interrupted: {e}")))??;
     tracing::info!("hub stopped");
-    served.map_err(|e| Error::Tls(format!("serving: {e}")))
+    Ok(())
 }
 
 /// Reloads the TLS credentials on every trigger until `stop`.
@@ -312,23 +339,57 @@ async fn reload_on_trigger(hub: Hub, mut reload: mpsc::Receiver<()>, stop: Cance
     }
 }
 
+/// The connection limit at the accept edge: a connection of an organisation
+/// that already has its limit of open connections is closed right after the
+/// handshake (counted in metrics, logged); the others carry a permit until they close.
+struct Admission {
+    limiter: Limiter,
+    registry: Registry,
+}
+
+impl Admission {
+    fn connections(
+        self,
+        incoming: impl Stream<Item = io::Result<tls::AuthenticatedConn>>,
+    ) -> impl Stream<Item = io::Result<(tls::AuthenticatedConn, limits::Permit)>> {
+        incoming.filter_map(move |conn| {
+            let conn = match conn {
+                Ok(conn) => conn,
+                Err(error) => return Some(Err(error)),
+            };
+            let org_id = &conn.identity().org_id;
+            let org = self.registry.get(org_id);
+            match self.limiter.acquire_connection(org_id, org.as_ref()) {
+                Ok(permit) => Some(Ok((conn, permit))),
+                Err(error) => {
+                    tracing::warn!(peer = %conn.remote_addr(), %error, "connection closed");
+                    None
+                }
+            }
+        })
+    }
+}
+
 /// A connection that fails every read and write once `severed` is cancelled, so
 /// that the task serving it ends (and drops the services it holds).
 pub(crate) struct Severable {
     conn: tls::AuthenticatedConn,
     severed: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The organisation's connection limit, held while the connection is open.
+    _permit: limits::Permit,
 }
 
 impl Severable {
     fn all(
-        incoming: impl Stream<Item = io::Result<tls::AuthenticatedConn>>,
+        incoming: impl Stream<Item = io::Result<(tls::AuthenticatedConn, limits::Permit)>>,
         sever: &CancellationToken,
     ) -> impl Stream<Item = io::Result<Severable>> {
         let sever = sever.clone();
         incoming.map(move |conn| {
-            conn.map(|conn| Severable {
+            conn.map(|(conn, permit)| Severable {
                 conn,
                 severed: Box::pin(sever.clone().cancelled_owned()),
+                _permit: permit,
             })
         })
     }

@@ -39,19 +39,26 @@ pub fn subscriber_org(n: usize) -> String {
     format!("bench-sub-{n:03}")
 }
 
-/// A registry listing `publishers` law-enforcement and `subscribers` bank organisations.
+/// The benchmark measures the hub's capacity, not its per-organisation limits:
+/// every benchmark organisation may use far more than a role's default.
+const BENCH_LIMITS: &str = "limits = { connections = 10000, subscribe_streams = 10000, \
+    snapshots = 100, publishes_in_flight = 100000, publish_events_per_second = 10000000, \
+    publish_burst = 10000000, lookups_per_second = 10000000 }\n";
+
+/// A registry listing `publishers` law-enforcement and `subscribers` bank
+/// organisations, with limits far above the roles' defaults.
 pub fn registry_toml(publishers: usize, subscribers: usize) -> String {
     let mut text = String::from("# Written by `dip-hub bench`.\n");
     for n in 1..=publishers {
         let id = publisher_org(n);
         text.push_str(&format!(
-            "\n[[org]]\nid = \"{id}\"\nname = \"Benchmark publisher {n}\"\nrole = \"LAW_ENFORCEMENT\"\n"
+            "\n[[org]]\nid = \"{id}\"\nname = \"Benchmark publisher {n}\"\nrole = \"LAW_ENFORCEMENT\"\n{BENCH_LIMITS}"
         ));
     }
     for n in 1..=subscribers {
         let id = subscriber_org(n);
         text.push_str(&format!(
-            "\n[[org]]\nid = \"{id}\"\nname = \"Benchmark subscriber {n}\"\nrole = \"BANK\"\n"
+            "\n[[org]]\nid = \"{id}\"\nname = \"Benchmark subscriber {n}\"\nrole = \"BANK\"\n{BENCH_LIMITS}"
         ));
     }
     text

@@ -9,6 +9,7 @@ mod expiry;
 mod fuzz;
 mod harness;
 mod lifecycle;
+mod limits;
 mod misp;
 mod operations;
 mod policy;
