@@ -4,6 +4,7 @@
 //! mutual TLS, and rendering events as JSON lines. Must never present another
 //! organisation's certificate than the one it is given.
 
+use crate::proto::ValueName;
 use std::path::{Path, PathBuf};
 
 use tonic::transport::{Channel, Endpoint};
@@ -15,7 +16,7 @@ use crate::indicator::{
 };
 use crate::pki::DevPkiPaths;
 use crate::proto;
-use crate::proto::indicator_hub_client::IndicatorHubClient;
+use crate::proto::indicator_hub_service_client::IndicatorHubServiceClient;
 use crate::server::MAX_REQUEST_BYTES;
 use crate::tls;
 
@@ -43,8 +44,8 @@ impl ClientCerts {
 }
 
 /// Connects to the hub at `url` (e.g. `https://localhost:7443`).
-pub async fn connect(url: &str, certs: &ClientCerts) -> Result<IndicatorHubClient<Channel>> {
-    Ok(IndicatorHubClient::new(channel(url, certs).await?)
+pub async fn connect(url: &str, certs: &ClientCerts) -> Result<IndicatorHubServiceClient<Channel>> {
+    Ok(IndicatorHubServiceClient::new(channel(url, certs).await?)
         .max_decoding_message_size(MAX_RESPONSE_BYTES)
         .max_encoding_message_size(MAX_REQUEST_BYTES))
 }
@@ -74,8 +75,10 @@ pub async fn channel(url: &str, certs: &ClientCerts) -> Result<Channel> {
     Ok(channel)
 }
 
-fn name<E: TryFrom<i32>>(value: i32, as_str: fn(&E) -> &'static str) -> String {
-    E::try_from(value).map_or_else(|_| value.to_string(), |e| as_str(&e).to_string())
+/// An enumeration value by its short name, or its number when the hub sent a
+/// value this client does not know yet.
+fn name<E: TryFrom<i32> + ValueName>(value: i32) -> String {
+    E::try_from(value).map_or_else(|_| value.to_string(), |e| e.short_name().to_string())
 }
 
 fn time(t: &Option<prost_types::Timestamp>) -> serde_json::Value {
@@ -87,11 +90,11 @@ fn time(t: &Option<prost_types::Timestamp>) -> serde_json::Value {
 
 pub fn indicator_json(indicator: &proto::Indicator) -> serde_json::Value {
     serde_json::json!({
-        "kind": name::<Kind>(indicator.kind, Kind::as_str_name),
+        "kind": name::<Kind>(indicator.kind),
         "value": indicator.value,
-        "category": name::<Category>(indicator.category, Category::as_str_name),
-        "risk": name::<Risk>(indicator.risk, Risk::as_str_name),
-        "tlp": name::<Tlp>(indicator.tlp, Tlp::as_str_name),
+        "category": name::<Category>(indicator.category),
+        "risk": name::<Risk>(indicator.risk),
+        "tlp": name::<Tlp>(indicator.tlp),
         "description": indicator.description,
         "valid_until_ms": time(&indicator.valid_until),
     })
@@ -102,14 +105,14 @@ pub fn event_json(event: &proto::Event) -> serde_json::Value {
     serde_json::json!({
         "sequence": event.sequence,
         "event_id": event.event_id,
-        "type": name::<EventType>(event.r#type, EventType::as_str_name),
+        "type": name::<EventType>(event.r#type),
         "indicator": event.indicator.as_ref().map(indicator_json),
         "source_org": event.source_org,
         "source_cert_serial": event.source_cert_serial,
         "time_ms": time(&event.time),
         "reason": event.reason,
         "action": event.action.as_ref().map(|a| serde_json::json!({
-            "type": name::<ActionType>(a.r#type, ActionType::as_str_name),
+            "type": name::<ActionType>(a.r#type),
             "note": a.note,
         })),
     })
@@ -119,14 +122,14 @@ pub fn event_json(event: &proto::Event) -> serde_json::Value {
 pub fn state_json(state: &proto::IndicatorState) -> serde_json::Value {
     serde_json::json!({
         "indicator": state.indicator.as_ref().map(indicator_json),
-        "status": name::<IndicatorStatus>(state.status, IndicatorStatus::as_str_name),
+        "status": name::<IndicatorStatus>(state.status),
         "source_org": state.source_org,
         "reporters": state.reporters,
         "first_seen_ms": time(&state.first_seen),
         "last_seen_ms": time(&state.last_seen),
         "actions": state.actions.iter().map(|a| serde_json::json!({
             "org": a.org,
-            "type": a.action.as_ref().map(|x| name::<ActionType>(x.r#type, ActionType::as_str_name)),
+            "type": a.action.as_ref().map(|x| name::<ActionType>(x.r#type)),
             "note": a.action.as_ref().map(|x| x.note.clone()),
             "time_ms": time(&a.time),
             "sequence": a.sequence,
@@ -163,7 +166,7 @@ pub fn digest_of<'a>(indicators: impl IntoIterator<Item = &'a proto::Indicator>)
 /// Receives a whole Snapshot and checks it: one `as_of_sequence`, a last message,
 /// the count and the digest of what arrived.
 pub async fn snapshot(
-    client: &mut IndicatorHubClient<Channel>,
+    client: &mut IndicatorHubServiceClient<Channel>,
     filter: proto::Filter,
 ) -> Result<Snapshot, tonic::Status> {
     let broken = tonic::Status::data_loss;
@@ -217,11 +220,11 @@ pub fn csv_line(state: &proto::IndicatorState) -> String {
             .map_or_else(String::new, |t| crate::wire::millis(t).to_string())
     };
     [
-        name::<Kind>(indicator.kind, Kind::as_str_name),
+        name::<Kind>(indicator.kind),
         indicator.value,
-        name::<Category>(indicator.category, Category::as_str_name),
-        name::<Risk>(indicator.risk, Risk::as_str_name),
-        name::<Tlp>(indicator.tlp, Tlp::as_str_name),
+        name::<Category>(indicator.category),
+        name::<Risk>(indicator.risk),
+        name::<Tlp>(indicator.tlp),
         state.source_org.clone(),
         millis(&state.first_seen),
         millis(&state.last_seen),

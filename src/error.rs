@@ -28,6 +28,9 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A position beyond what the hub holds (e.g. resuming past its head).
+    #[error("{0}")]
+    OutOfRange(String),
     /// The hub is shutting down or its writer has stopped.
     #[error("{0}")]
     Unavailable(String),
@@ -79,6 +82,7 @@ impl From<Error> for Status {
             Error::NotFound(_) => Code::NotFound,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::OutOfRange(_) => Code::OutOfRange,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Storage(_)
             | Error::Corrupt { .. }

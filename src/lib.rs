@@ -10,9 +10,12 @@
 //!    organisation from the verified client certificate ([`credentials`] holds
 //!    the TLS configuration and revoked serials, reloadable without a restart).
 //!    [`api`] is the gRPC service that runs the pipeline, one line per step
-//!    ([`codec`] refuses requests that do not decode); [`server`] wires the hub
-//!    up and serves it; [`streams`] ends the live streams of a suspended
-//!    organisation or a revoked certificate at once.
+//!    ([`codec`] refuses requests that do not decode; [`limits`] holds each
+//!    organisation to its share: connections, streams, publish and lookup
+//!    rates); [`server`] wires the hub up and serves it ([`http2`]: each
+//!    connection with the hub's HTTP/2 settings; [`starting`]: health
+//!    NOT_SERVING until the hub can answer); [`streams`] ends the live streams
+//!    of a suspended organisation or a revoked certificate at once.
 //! 2. [`domain`], pure rules: [`validate`] turns the request into domain types
 //!    ([`indicator`]), with [`normalize`] giving each value its canonical form;
 //!    [`registry`] says whether the organisation is active and what role it has;
@@ -20,21 +23,27 @@
 //!    changes an indicator and which changes an indicator's state allows;
 //!    [`digest`] sums the active set.
 //! 3. [`writer`]: [`sequencer`], the one writer, commits many submissions at a
-//!    time: [`group`] plans them (sequences, state rules, idempotency, each event
+//!    time: [`group`] plans them (sequences, state rules, idempotency keys bound
+//!    to the [`fingerprint`] of the request they were first used for, each event
 //!    encoded once by [`wire`] and [`frame`]), the log [`backend`] makes them
-//!    durable in the [`log`] (sled) with one flush, then the writer applies them
+//!    durable in the [`log`] (sled) with one flush and one fdatasync, then the writer applies them
 //!    to the stored state and the in-memory [`view`], and fans them out.
 //!    [`expiry`] is the hub's own publisher: it submits EXPIRED events through the
 //!    same sequencer, woken by the writer's [`alarm`].
 //! 4. [`read`]: the [`feed`] carries durable events to every [`subscription`]
 //!    (catch-up from the log, then live) as pre-encoded [`frame`]s; a subscription
-//!    resumes after a durable consumer's [`cursor`]; Lookup reads the [`view`]; a
+//!    resumes after a durable consumer's [`cursor`]; the [`budget`] caps what all
+//!    subscribers hold queued together; Lookup reads the [`view`]; a
 //!    [`snapshot`] streams one version of it, as of one sequence.
 //! 5. [`ops`]: [`admin`] is the regulator's gRPC service (onboard and suspend
 //!    organisations, reload revocation lists, read the audit trail); [`audit`]
 //!    records who looked what up; [`metrics`] serves Prometheus metrics on their
 //!    own listener; [`config`] merges the config file, environment and flags into
 //!    one validated `Config`; [`pki`] makes the development certificates.
+//! 6. [`interop`], other ecosystems: [`taxii`] serves the log read-only as TAXII
+//!    2.1 / STIX 2.1 on its own mutual-TLS listener, with the same identities
+//!    and visibility; [`misp`] maps a snapshot to a MISP feed, for
+//!    `dip-hub export misp`.
 //!
 //! Beside them: [`client`] connects as an organisation, [`proto`] is the
 //! generated contract, [`error`] the one error type. The `dip-hub` command (its
@@ -45,6 +54,7 @@ pub mod client;
 pub mod domain;
 pub mod edge;
 pub mod error;
+pub mod interop;
 pub mod ops;
 pub mod proto;
 pub mod read;
@@ -53,9 +63,10 @@ pub mod writer;
 // Every module keeps its short path (`dip_hub::tls`, `crate::log`), so code and
 // library users name a module without its layer.
 pub use domain::{digest, indicator, normalize, policy, registry, state, validate};
-pub use edge::{api, codec, credentials, identity, server, streams, tls};
+pub use edge::{api, codec, credentials, http2, identity, limits, server, starting, streams, tls};
+pub use interop::{misp, taxii};
 pub use ops::{admin, audit, config, metrics, pki};
-pub use read::{cursor, feed, frame, snapshot, subscription, view};
-pub use writer::{alarm, backend, expiry, group, log, sequencer, wire};
+pub use read::{budget, cursor, feed, frame, snapshot, subscription, view};
+pub use writer::{alarm, backend, expiry, fingerprint, group, log, sequencer, wire};
 
 pub use error::{Error, Result};

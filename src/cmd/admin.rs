@@ -7,7 +7,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use dip_hub::proto;
+use dip_hub::proto::{self, ValueName};
 
 use super::{ClientArgs, parse_enum, print_json, remote};
 
@@ -63,15 +63,15 @@ pub enum AdminCommand {
 
 /// Runs the subcommand.
 pub async fn run(args: AdminArgs) -> Result<()> {
-    use proto::admin_client::AdminClient;
+    use proto::admin_service_client::AdminServiceClient;
     let channel = args.client.channel().await?;
-    let mut admin = AdminClient::new(channel);
+    let mut admin = AdminServiceClient::new(channel);
     let org_json = |org: &proto::Org| {
         serde_json::json!({
             "id": org.id,
             "name": org.name,
-            "role": proto::OrgRole::try_from(org.role).map_or("?", |r| r.as_str_name()),
-            "status": proto::OrgStatus::try_from(org.status).map_or("?", |s| s.as_str_name()),
+            "role": proto::OrgRole::try_from(org.role).map_or("?", |r| r.short_name()),
+            "status": proto::OrgStatus::try_from(org.status).map_or("?", |s| s.short_name()),
         })
     };
     let set_status =
@@ -100,15 +100,15 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 role: role as i32,
             })
             .await
-            .map_err(remote)?,
+            .map(|answer| answer.into_inner().org),
         AdminCommand::Suspend { id, reason } => admin
-            .set_org_status(set_status(id, proto::OrgStatus::OrgSuspended, reason))
+            .set_org_status(set_status(id, proto::OrgStatus::Suspended, reason))
             .await
-            .map_err(remote)?,
+            .map(|answer| answer.into_inner().org),
         AdminCommand::Activate { id, reason } => admin
-            .set_org_status(set_status(id, proto::OrgStatus::OrgActive, reason))
+            .set_org_status(set_status(id, proto::OrgStatus::Active, reason))
             .await
-            .map_err(remote)?,
+            .map(|answer| answer.into_inner().org),
         AdminCommand::ReloadCrls => {
             let loaded = admin
                 .reload_crls(proto::ReloadCrlsRequest {})
@@ -146,7 +146,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             return Ok(());
         }
     };
-    if let Some(org) = &changed.get_ref().org {
+    if let Some(org) = &changed.map_err(remote)? {
         print_json(&org_json(org));
     }
     Ok(())

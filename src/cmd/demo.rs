@@ -21,10 +21,10 @@ use dip_hub::config::{Config, TlsFiles};
 
 use crate::cmd::{io_error, remote};
 use dip_hub::indicator::{ActionType, Category, EventType, Kind, Risk, Tlp};
-use dip_hub::proto;
-use dip_hub::proto::indicator_hub_client::IndicatorHubClient;
+use dip_hub::proto::indicator_hub_service_client::IndicatorHubServiceClient;
+use dip_hub::proto::{self, ValueName};
 
-type Client = IndicatorHubClient<Channel>;
+type Client = IndicatorHubServiceClient<Channel>;
 
 /// Removes the demo's temporary database when the demo ends.
 #[derive(Debug, Args)]
@@ -365,7 +365,7 @@ fn kinds_label(kinds: &[Kind]) -> String {
     }
     kinds
         .iter()
-        .map(|k| k.as_str_name())
+        .map(|k| k.short_name())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -400,7 +400,7 @@ async fn publish(client: &mut Client, org: &str, indicators: Vec<proto::Indicato
         .map_err(remote)?
         .into_inner();
     for (value, event) in raw.iter().zip(&response.events) {
-        let kind = EventType::try_from(event.r#type).map_or("?", |t| t.as_str_name());
+        let kind = EventType::try_from(event.r#type).map_or("?", |t| t.short_name());
         println!(
             "  {org:<14} ▶ publish {value:?} → #{} {kind}",
             event.sequence
@@ -440,7 +440,7 @@ async fn report(
         .unwrap_or(0);
     println!(
         "  {org:<14} ▶ {} {value} → #{sequence}",
-        action.as_str_name()
+        action.short_name()
     );
     Ok(sequence)
 }
@@ -499,16 +499,16 @@ async fn listen(
         for event in message.events {
             seen = seen.max(event.sequence);
             count += 1;
-            let event_type = EventType::try_from(event.r#type).map_or("?", |t| t.as_str_name());
+            let event_type = EventType::try_from(event.r#type).map_or("?", |t| t.short_name());
             *by_type.entry(event_type).or_insert(0) += 1;
             let indicator = event.indicator.unwrap_or_default();
             println!(
                 "  {org:<14} ◀ #{} {event_type} {} {} ({}, {}) from {}",
                 event.sequence,
-                Kind::try_from(indicator.kind).map_or("?", |k| k.as_str_name()),
+                Kind::try_from(indicator.kind).map_or("?", |k| k.short_name()),
                 indicator.value,
-                Category::try_from(indicator.category).map_or("?", |c| c.as_str_name()),
-                Risk::try_from(indicator.risk).map_or("?", |r| r.as_str_name()),
+                Category::try_from(indicator.category).map_or("?", |c| c.short_name()),
+                Risk::try_from(indicator.risk).map_or("?", |r| r.short_name()),
                 event.source_org,
             );
         }

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod bench;
 pub mod certs;
 pub mod demo;
+pub mod export;
 pub mod lookup;
 pub mod publish;
 pub mod revoke;
@@ -26,9 +27,9 @@ use clap::{Args, Parser, Subcommand};
 use tonic::transport::Channel;
 
 use dip_hub::client::{self, ClientCerts};
-use dip_hub::indicator::{ActionType, Category, Kind, Risk, Tlp};
-use dip_hub::proto;
-use dip_hub::proto::indicator_hub_client::IndicatorHubClient;
+use dip_hub::indicator::{Category, Kind, Risk};
+use dip_hub::proto::indicator_hub_service_client::IndicatorHubServiceClient;
+use dip_hub::proto::{self, ValueName};
 
 /// DIP Hub: share fraud indicators between organisations in real time, over mutual TLS.
 #[derive(Debug, Parser)]
@@ -63,6 +64,11 @@ pub enum Command {
     /// Every active indicator you may see (matching the filter), as of one sequence:
     /// CSV or JSON on stdout; the sequence and the digest on stderr.
     Snapshot(snapshot::SnapshotArgs),
+    /// Export what you may see to another tool's format (a MISP feed directory).
+    Export {
+        #[command(subcommand)]
+        command: export::ExportCommand,
+    },
     /// Start a hub on a fresh embedded database and watch simulated stakeholders use it.
     Demo(demo::DemoArgs),
     /// Operate a running hub (regulator only): organisations, CRL reload, audit trail.
@@ -109,7 +115,7 @@ impl ClientArgs {
         }
     }
 
-    async fn connect(&self) -> Result<IndicatorHubClient<Channel>> {
+    async fn connect(&self) -> Result<IndicatorHubServiceClient<Channel>> {
         Ok(client::connect(&self.hub, &self.certs()?).await?)
     }
 
@@ -128,7 +134,8 @@ pub struct IndicatorArgs {
     pub value: String,
 }
 
-/// Which events or indicators: a filter on kind, category and risk.
+/// Which events or indicators (for subscribe, snapshot and an export made from a
+/// snapshot): a filter on kind, category and risk.
 #[derive(Debug, Args)]
 pub struct FilterArgs {
     /// Only these kinds (repeatable).
@@ -154,36 +161,11 @@ impl FilterArgs {
     }
 }
 
-/// Parses an enumeration by its protobuf name, case-insensitively.
-fn parse_enum<E: EnumFromName>(text: &str) -> std::result::Result<E, String> {
+/// Parses an enumeration by its name, short or full, case-insensitively.
+fn parse_enum<E: ValueName + Send + Sync>(text: &str) -> std::result::Result<E, String> {
     let upper = text.trim().to_ascii_uppercase().replace('-', "_");
-    E::from_name(&upper).ok_or_else(|| format!("{text:?} is not one of {}", E::NAMES.join(", ")))
-}
-
-/// Enumerations the command line accepts by name.
-pub trait EnumFromName: Sized + Clone + Send + Sync + 'static {
-    const NAMES: &'static [&'static str];
-    fn from_name(name: &str) -> Option<Self>;
-}
-
-macro_rules! enum_from_name {
-    ($($ty:ty: [$($name:literal),*]),* $(,)?) => {
-        $(impl EnumFromName for $ty {
-            const NAMES: &'static [&'static str] = &[$($name),*];
-            fn from_name(name: &str) -> Option<Self> {
-                <$ty>::from_str_name(name).filter(|v| *v as i32 != 0)
-            }
-        })*
-    };
-}
-
-enum_from_name! {
-    Kind: ["PHONE_NUMBER", "IMEI", "URL", "DOMAIN", "IP_ADDRESS", "UPI_ID", "BANK_ACCOUNT", "EMAIL", "SMS_HEADER"],
-    Category: ["FRAUD_CALL", "SPAM", "PHISHING", "MULE_ACCOUNT", "STOLEN_HANDSET", "FAKE_KYC", "DISCONNECTED", "VOIP_ABUSE"],
-    Risk: ["MEDIUM", "HIGH", "VERY_HIGH"],
-    Tlp: ["CLEAR", "GREEN", "AMBER", "RED"],
-    ActionType: ["NUMBER_DISCONNECTED", "ACCOUNT_FROZEN", "ACCOUNT_DEREGISTERED", "UPI_ID_DELINKED", "URL_BLOCKED", "HANDSET_BLOCKED", "OTHER_ACTION"],
-    proto::OrgRole: ["REGULATOR", "LAW_ENFORCEMENT", "BANK", "TSP", "PAYMENT_OPERATOR", "PLATFORM"],
+    E::from_name(&upper)
+        .ok_or_else(|| format!("{text:?} is not one of {}", E::short_names().join(", ")))
 }
 
 /// Runs one command to completion.
@@ -197,6 +179,7 @@ pub async fn execute(command: Command) -> Result<()> {
         Command::Subscribe(args) => subscribe::run(args).await,
         Command::Lookup(args) => lookup::run(args).await,
         Command::Snapshot(args) => snapshot::run(args).await,
+        Command::Export { command } => export::run(command).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Admin(args) => admin::run(args).await,
         Command::Bench(args) => bench::run(args).await,
@@ -248,7 +231,7 @@ pub fn io_error(context: impl Into<String>, error: std::io::Error) -> anyhow::Er
 /// committed as one JSON line.
 async fn write<F, Fut>(args: &ClientArgs, call: F) -> Result<()>
 where
-    F: FnOnce(IndicatorHubClient<Channel>) -> Fut,
+    F: FnOnce(IndicatorHubServiceClient<Channel>) -> Fut,
     Fut: Future<Output = std::result::Result<(Vec<proto::EventRef>, bool), tonic::Status>>,
 {
     let client = args.connect().await?;
@@ -263,7 +246,7 @@ fn events_json(events: &[proto::EventRef], replayed: bool) -> serde_json::Value 
         "events": events.iter().map(|e| serde_json::json!({
             "sequence": e.sequence,
             "event_id": e.event_id,
-            "type": dip_hub::indicator::EventType::try_from(e.r#type).map(|t| t.as_str_name()).unwrap_or("?"),
+            "type": dip_hub::indicator::EventType::try_from(e.r#type).map(|t| t.short_name()).unwrap_or("?"),
         })).collect::<Vec<_>>(),
     })
 }

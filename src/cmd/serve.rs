@@ -2,7 +2,8 @@
 //! credentials and CRLs.
 //!
 //! Owns: binding the listeners, printing the bound address
-//! (`server::LISTENING_PREFIX`), and the process signals. Must never run hub
+//! (`server::LISTENING_PREFIX`) once the hub answers (database open, state view
+//! replayed), and the process signals. Must never run hub
 //! logic: `server::serve` does.
 
 use std::net::SocketAddr;
@@ -29,6 +30,9 @@ pub struct ServeArgs {
     /// Address for Prometheus metrics over plain HTTP (/metrics), e.g. 127.0.0.1:9464 [default: none].
     #[arg(long, env = "DIP_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Address for TAXII 2.1 over HTTPS with mutual TLS (/taxii2/), e.g. 127.0.0.1:9443 [default: none].
+    #[arg(long, env = "DIP_TAXII_LISTEN")]
+    pub taxii_listen: Option<SocketAddr>,
     /// The sled database directory [default: dip-data].
     #[arg(long, env = "DIP_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -56,6 +60,9 @@ pub struct ServeArgs {
     /// Seconds shutdown waits for in-flight requests and streams [default: 10].
     #[arg(long, env = "DIP_SHUTDOWN_GRACE_SECONDS")]
     pub shutdown_grace_seconds: Option<u64>,
+    /// MiB all Subscribe streams together may hold queued for slow clients [default: 64].
+    #[arg(long, env = "DIP_SUBSCRIBER_BUDGET_MIB")]
+    pub subscriber_budget_mib: Option<usize>,
 }
 
 impl ServeArgs {
@@ -68,6 +75,7 @@ impl ServeArgs {
         let given = ServeFile {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
+            taxii_listen: self.taxii_listen,
             data_dir: self.data_dir.clone(),
             certs_dir: self.certs_dir.clone(),
             ca: self.ca.clone(),
@@ -77,6 +85,8 @@ impl ServeArgs {
             registry: self.registry.clone(),
             feed_capacity: self.feed_capacity,
             shutdown_grace_seconds: self.shutdown_grace_seconds,
+            limits: Default::default(),
+            subscriber_budget_mib: self.subscriber_budget_mib,
         };
         Ok(given.over(file).settings()?)
     }
@@ -86,6 +96,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let ServeSettings {
         listen,
         metrics_listen,
+        taxii_listen,
         config,
     } = args.settings()?;
     let grpc = TcpListener::bind(listen)
@@ -95,20 +106,34 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let bound = grpc
         .local_addr()
         .map_err(|e| io_error("listener address", e))?;
-    println!("{LISTENING_PREFIX}{bound}");
-    let metrics = match metrics_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| io_error(format!("listening for metrics on {addr}"), e))?,
-        ),
-        None => None,
-    };
+    tracing::info!(addr = %bound, "bound; starting");
+    let metrics = bind_optional(metrics_listen, "metrics").await?;
+    let taxii = bind_optional(taxii_listen, "TAXII").await?;
     let controls = Controls {
         shutdown: Box::pin(shutdown_signal()),
         reload: Some(reload_signal()),
+        // Called only once the hub answers (health SERVING).
+        ready: Some(Box::new(move || {
+            println!("{LISTENING_PREFIX}{bound}");
+        })),
     };
-    Ok(dip_hub::server::serve(config, Listeners { grpc, metrics }, controls).await?)
+    let listeners = Listeners {
+        grpc,
+        metrics,
+        taxii,
+    };
+    Ok(dip_hub::server::serve(config, listeners, controls).await?)
+}
+
+/// A listener on `addr`, if one is configured.
+async fn bind_optional(addr: Option<SocketAddr>, what: &str) -> Result<Option<TcpListener>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| io_error(format!("listening for {what} on {addr}"), e))?;
+    Ok(Some(listener))
 }
 
 /// A message on every SIGHUP: reload TLS credentials and CRLs.
@@ -159,5 +184,31 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::Parser;
+
+    use crate::cmd::{Cli, Command};
+
+    #[test]
+    fn the_systemd_units_exec_start_is_a_serve_command_line_the_binary_accepts() {
+        let unit = include_str!("../../deploy/systemd/dip-hub.service");
+        let exec = unit
+            .lines()
+            .find_map(|line| line.strip_prefix("ExecStart="))
+            .expect("an ExecStart line");
+        let cli = Cli::try_parse_from(exec.split_whitespace())
+            .unwrap_or_else(|e| panic!("ExecStart={exec} is refused: {e}"));
+        match cli.command {
+            Command::Serve(args) => {
+                assert_eq!(args.config.as_deref(), Some(Path::new("/etc/dip/hub.toml")))
+            }
+            other => panic!("ExecStart runs {other:?}, not serve"),
+        }
     }
 }

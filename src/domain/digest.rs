@@ -10,6 +10,7 @@
 //! the whole active set up to date from each group's state changes. Must never
 //! depend on anything but (kind, value): not on risk, time or the hub's version.
 
+use crate::proto::ValueName;
 use ring::digest::{SHA256, digest};
 
 use crate::indicator::IndicatorKey;
@@ -26,7 +27,7 @@ impl Digest {
     /// The hash of one indicator, as a digest of the set holding only it.
     pub fn of(key: &IndicatorKey) -> Digest {
         let mut input = Vec::with_capacity(24 + key.value.len());
-        input.extend_from_slice(key.kind.as_str_name().as_bytes());
+        input.extend_from_slice(key.kind.short_name().as_bytes());
         input.push(b':');
         input.extend_from_slice(key.value.as_bytes());
         Digest::from_bytes(digest(&SHA256, &input).as_ref())

@@ -4,6 +4,7 @@
 //! contract's own (`proto`), re-exported under domain names; messages are domain
 //! structs, converted at the API edge. Must never do I/O.
 
+use crate::proto::ValueName;
 use uuid::Uuid;
 
 pub use crate::proto::{
@@ -40,7 +41,7 @@ impl IndicatorKey {
 
 impl std::fmt::Display for IndicatorKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.kind.as_str_name(), self.value)
+        write!(f, "{} {}", self.kind.short_name(), self.value)
     }
 }
 

@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::indicator::{ActionType, Category, Indicator, Kind, Tlp};
+use crate::proto::ValueName;
 use crate::registry::{Org, Role};
 use crate::state::IndicatorState;
 
@@ -84,8 +85,8 @@ pub fn authorize_publish(org: &Org, indicators: &[Indicator]) -> Result<Permit> 
                 "indicators[{index}]: {} ({}) may not publish {} with category {}: {rule}",
                 org.id,
                 org.role.as_str(),
-                indicator.key.kind.as_str_name(),
-                indicator.category.as_str_name(),
+                indicator.key.kind.short_name(),
+                indicator.category.short_name(),
             ))
         })?;
     }
@@ -109,7 +110,7 @@ fn check_publish(org: &Org, indicator: &Indicator) -> std::result::Result<(), St
                 org.role.as_str(),
                 kinds
                     .iter()
-                    .map(|k| k.as_str_name())
+                    .map(|k| k.short_name())
                     .collect::<Vec<_>>()
                     .join(", ")
             )
@@ -127,7 +128,7 @@ fn check_publish(org: &Org, indicator: &Indicator) -> std::result::Result<(), St
                 .map(|r| r.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-            category.as_str_name()
+            category.short_name()
         ));
     }
     Ok(())
@@ -211,13 +212,13 @@ pub fn authorize_action(
             "action",
             format!(
                 "{} does not apply to a {} indicator",
-                action.as_str_name(),
-                kind.as_str_name()
+                action.short_name(),
+                kind.short_name()
             ),
             format!(
                 "{} for {}, or OTHER_ACTION",
-                action.as_str_name(),
-                names(kinds.iter().map(|k| k.as_str_name()))
+                action.short_name(),
+                names(kinds.iter().map(|k| k.short_name()))
             ),
         ));
     }
@@ -226,7 +227,7 @@ pub fn authorize_action(
             "{} ({}) may not report {}: only {} report it",
             org.id,
             org.role.as_str(),
-            action.as_str_name(),
+            action.short_name(),
             names(roles.iter().map(|r| r.as_str()))
         )));
     }
@@ -288,6 +289,7 @@ mod tests {
             name: id.into(),
             role,
             status: OrgStatus::Active,
+            limits: Default::default(),
         }
     }
 

@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::limits::LimitOverrides;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -52,6 +53,9 @@ pub struct Org {
     pub role: Role,
     #[serde(default)]
     pub status: OrgStatus,
+    /// Limits of this organisation over its role's (see `limits`).
+    #[serde(default, skip_serializing_if = "LimitOverrides::is_empty")]
+    pub limits: LimitOverrides,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -187,6 +191,25 @@ mod tests {
         assert!(suspended.to_string().contains("suspended"));
         let unknown = registry.active("nobody").expect_err("unknown");
         assert!(unknown.to_string().contains("not registered"));
+    }
+
+    #[test]
+    fn reads_an_organisations_own_limits() {
+        let registry = Registry::parse(
+            "[[org]]\nid = \"a\"\nname = \"A\"\nrole = \"BANK\"\nlimits = { subscribe_streams = 5 }\n",
+        )
+        .expect("parses");
+        let org = registry.active("a").expect("active");
+        assert_eq!(org.limits.subscribe_streams, Some(5));
+        assert_eq!(org.limits.connections, None);
+        let typo = Registry::parse(
+            "[[org]]\nid = \"a\"\nname = \"A\"\nrole = \"BANK\"\nlimits = { streams = 5 }\n",
+        );
+        assert!(
+            typo.expect_err("unknown limit")
+                .to_string()
+                .contains("streams")
+        );
     }
 
     #[test]

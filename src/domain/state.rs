@@ -133,10 +133,10 @@ pub fn apply(current: Option<IndicatorState>, event: &Event) -> Option<Indicator
             state.last_seen = event.time;
         }
         EventType::Revoked => {
-            state.status = Status::StatusRevoked;
+            state.status = Status::Revoked;
             state.revoke_reason = event.reason.clone();
         }
-        EventType::Expired => state.status = Status::StatusExpired,
+        EventType::Expired => state.status = Status::Expired,
         EventType::ActionTaken => {
             if let Some(action) = &event.action {
                 state.actions.push(ActionRecord {
@@ -265,7 +265,7 @@ mod tests {
     fn a_revoked_indicator_published_again_starts_a_new_life() {
         let s = apply(None, &event(1, EventType::Published, "police", Risk::High));
         let s = apply(s, &event(2, EventType::Revoked, "police", Risk::High));
-        assert_eq!(s.as_ref().map(|s| s.status), Some(Status::StatusRevoked));
+        assert_eq!(s.as_ref().map(|s| s.status), Some(Status::Revoked));
         assert_eq!(classify_publish(s.as_ref(), "bank"), EventType::Published);
         let s = apply(s, &event(3, EventType::Published, "bank", Risk::Medium)).expect("state");
         assert_eq!(s.status, Status::Active);

@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::indicator::{
-    Action, ActionType, Category, EventType, Indicator, IndicatorKey, Kind, Millis, Risk, Tlp,
-    now_millis,
+    Action, ActionType, EventType, Indicator, IndicatorKey, Kind, Millis, Risk, Tlp, now_millis,
 };
 use crate::log::MAX_IDEMPOTENCY_KEY_LEN;
 use crate::normalize;
-use crate::proto;
+use crate::proto::{self, ValueName};
 use crate::snapshot::SnapshotFilter;
 use crate::subscription::Filter;
 use crate::wire;
@@ -182,6 +181,31 @@ pub enum Start {
     Now,
 }
 
+/// The refusal of a subscription whose start (`after`) is beyond the hub's
+/// `head`: OUT_OF_RANGE naming the field, the start and the head (the hub does
+/// not hold those events: it is another hub, or restored from an older backup).
+pub fn start_beyond_head(
+    start: Start,
+    consumer: Option<&str>,
+    after: u64,
+    head: u64,
+) -> Option<Error> {
+    if after <= head {
+        return None;
+    }
+    let (field, what) = match (start, consumer) {
+        (Start::Default, Some(consumer)) => {
+            ("consumer", format!("{consumer}'s acknowledged sequence is"))
+        }
+        _ => ("after_sequence", "is".to_string()),
+    };
+    Some(Error::OutOfRange(format!(
+        "{field}: {what} {after}, beyond the hub's newest durable sequence {head}; \
+         this hub does not hold those events (is it the right hub, or restored from an \
+         older backup?): resume at or before {head}"
+    )))
+}
+
 /// A validated Subscribe.
 #[derive(Clone, Debug)]
 pub struct SubscribeCommand {
@@ -320,7 +344,7 @@ fn future_time(field: &str, time: &prost_types::Timestamp, now: Millis) -> Resul
 /// A protobuf enumeration value that must be set and known.
 fn required_enum<E>(field: &str, value: i32) -> Result<E>
 where
-    E: TryFrom<i32> + EnumNames,
+    E: TryFrom<i32> + ValueName,
 {
     match E::try_from(value) {
         Ok(e) if value != 0 => Ok(e),
@@ -331,44 +355,20 @@ where
             } else {
                 format!("{value} is not a known value")
             },
-            format!("one of {}", E::names().join(", ")),
+            format!("one of {}", E::short_names().join(", ")),
         )),
     }
 }
 
 fn enums<E>(field: &str, values: &[i32]) -> Result<Vec<E>>
 where
-    E: TryFrom<i32> + EnumNames,
+    E: TryFrom<i32> + ValueName,
 {
     values
         .iter()
         .enumerate()
         .map(|(i, v)| required_enum(&format!("{field}[{i}]"), *v))
         .collect()
-}
-
-/// The names of an enumeration's values, for "expected" messages.
-pub trait EnumNames {
-    fn names() -> Vec<&'static str>;
-}
-
-macro_rules! enum_names {
-    ($($ty:ty => [$($variant:ident),*]),* $(,)?) => {
-        $(impl EnumNames for $ty {
-            fn names() -> Vec<&'static str> {
-                vec![$(<$ty>::$variant.as_str_name()),*]
-            }
-        })*
-    };
-}
-
-enum_names! {
-    Kind => [PhoneNumber, Imei, Url, Domain, IpAddress, UpiId, BankAccount, Email, SmsHeader],
-    Category => [FraudCall, Spam, Phishing, MuleAccount, StolenHandset, FakeKyc, Disconnected, VoipAbuse],
-    Risk => [Medium, High, VeryHigh],
-    Tlp => [Clear, Green, Amber, Red],
-    EventType => [Published, Revoked, Expired, Sighting, ActionTaken],
-    ActionType => [NumberDisconnected, AccountFrozen, AccountDeregistered, UpiIdDelinked, UrlBlocked, HandsetBlocked, OtherAction],
 }
 
 /// A validated Ack.
@@ -434,6 +434,7 @@ impl TryFrom<proto::SnapshotRequest> for SnapshotCommand {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::indicator::Category;
 
     fn phone(value: &str) -> proto::Indicator {
         proto::Indicator {

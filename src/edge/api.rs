@@ -14,17 +14,19 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::audit::{Audit, AuditEntry};
+use crate::budget::Budget;
 use crate::credentials::Credentials;
 use crate::cursor::Cursors;
 use crate::error::{Error, Result};
 use crate::feed::Feed;
 use crate::frame::Frame;
 use crate::indicator::{IndicatorKey, Source};
+use crate::limits::{Concurrent, Limiter, Permit};
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::policy;
 use crate::proto;
-use crate::proto::server::indicator_hub_server::IndicatorHub;
+use crate::proto::server::indicator_hub_service_server::IndicatorHubService;
 use crate::registry::{Org, Registry};
 use crate::sequencer::{Change, Committed, Sequencer, Submission};
 use crate::snapshot;
@@ -57,6 +59,10 @@ pub struct Hub {
     pub credentials: Credentials,
     pub metrics: Metrics,
     pub audit: Audit,
+    /// Per-organisation limits and usage.
+    pub limits: Limiter,
+    /// What Subscribe streams may hold queued, all together.
+    pub budget: Budget,
 }
 
 impl Hub {
@@ -70,7 +76,7 @@ impl Hub {
 
     /// The organisation, if it is active and the certificate is not revoked
     /// (a connection opened before a CRL reload keeps its TLS session).
-    fn admitted(&self, org_id: &str, cert_serial: &str) -> Result<(Org, Source)> {
+    pub(crate) fn admitted(&self, org_id: &str, cert_serial: &str) -> Result<(Org, Source)> {
         if self.credentials.is_revoked(cert_serial) {
             return Err(Error::Unauthenticated(format!(
                 "certificate {cert_serial} of organisation {org_id} is revoked"
@@ -92,6 +98,14 @@ impl Hub {
         Ok(token)
     }
 
+    /// A writing call's permits: one publish in flight, and `events` from the
+    /// organisation's publish rate.
+    fn write_permit(&self, org: &Org, events: usize) -> Result<Permit> {
+        let in_flight = self.limits.acquire(org, Concurrent::PublishesInFlight)?;
+        self.limits.publish_rate(org, events)?;
+        Ok(in_flight)
+    }
+
     /// The current state of one indicator, from the state view in memory.
     fn state_of(&self, key: &IndicatorKey) -> Option<IndicatorState> {
         self.view.get(key).map(|state| state.as_ref().clone())
@@ -110,7 +124,7 @@ impl Hub {
     }
 }
 
-/// The `dip.v1.IndicatorHub` service.
+/// The `dip.v1.IndicatorHubService` service.
 pub struct HubService {
     hub: Hub,
 }
@@ -126,15 +140,17 @@ type SnapshotStream =
     Pin<Box<dyn Stream<Item = Result<proto::SnapshotResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
-impl IndicatorHub for HubService {
+impl IndicatorHubService for HubService {
     async fn publish(
         &self,
         request: Request<proto::PublishRequest>,
     ) -> Result<Response<proto::PublishResponse>, Status> {
         let started = Instant::now();
+        let _in_flight = self.hub.metrics.publish_started();
         let (org, source) = self.hub.caller(&request)?;
         let batch = PublishBatch::try_from(request.into_inner())?;
         let permit = policy::authorize_publish(&org, &batch.indicators)?;
+        let _in_flight = self.hub.write_permit(&org, batch.indicators.len())?;
         let submission = Submission {
             source,
             changes: batch.indicators.into_iter().map(Change::Publish).collect(),
@@ -158,11 +174,12 @@ impl IndicatorHub for HubService {
     async fn revoke(
         &self,
         request: Request<proto::RevokeRequest>,
-    ) -> Result<Response<proto::EventsResponse>, Status> {
+    ) -> Result<Response<proto::RevokeResponse>, Status> {
         let (org, source) = self.hub.caller(&request)?;
         let command = RevokeCommand::try_from(request.into_inner())?;
         let state = self.hub.visible_state(&org, command.key.clone()).await?;
         let permit = policy::authorize_revoke(&org, &state.source_org)?;
+        let _in_flight = self.hub.write_permit(&org, 1)?;
         let submission = Submission {
             source,
             changes: vec![Change::Revoke {
@@ -181,13 +198,13 @@ impl IndicatorHub for HubService {
             "revoked"
         );
         let (events, replayed) = event_refs(committed);
-        Ok(Response::new(proto::EventsResponse { events, replayed }))
+        Ok(Response::new(proto::RevokeResponse { events, replayed }))
     }
 
     async fn report_action(
         &self,
         request: Request<proto::ReportActionRequest>,
-    ) -> Result<Response<proto::EventsResponse>, Status> {
+    ) -> Result<Response<proto::ReportActionResponse>, Status> {
         let (org, source) = self.hub.caller(&request)?;
         let command = ActionCommand::try_from(request.into_inner())?;
         let state = self.hub.visible_state(&org, command.key.clone()).await?;
@@ -197,6 +214,7 @@ impl IndicatorHub for HubService {
             &state.indicator,
             &state.source_org,
         )?;
+        let _in_flight = self.hub.write_permit(&org, 1)?;
         let submission = Submission {
             source,
             changes: vec![Change::Action {
@@ -207,7 +225,10 @@ impl IndicatorHub for HubService {
         };
         let committed = self.hub.sequencer.submit(permit, submission).await?;
         let (events, replayed) = event_refs(committed);
-        Ok(Response::new(proto::EventsResponse { events, replayed }))
+        Ok(Response::new(proto::ReportActionResponse {
+            events,
+            replayed,
+        }))
     }
 
     type SubscribeStream = FrameStream;
@@ -218,6 +239,10 @@ impl IndicatorHub for HubService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let (org, source) = self.hub.caller(&request)?;
         let command = SubscribeCommand::try_from(request.into_inner())?;
+        let permit = self
+            .hub
+            .limits
+            .acquire(&org, Concurrent::SubscribeStreams)?;
         let stop = self.hub.stream_token(&source)?;
         let after = match (command.start, &command.consumer) {
             (Start::After(sequence), _) => sequence,
@@ -227,19 +252,28 @@ impl IndicatorHub for HubService {
             }
             (Start::Default, None) => 0,
         };
+        let head = self.hub.feed.committed();
+        if let Some(refusal) = crate::validate::start_beyond_head(
+            command.start,
+            command.consumer.as_deref(),
+            after,
+            head,
+        ) {
+            return Err(refusal.into());
+        }
         let subscription = Subscription {
             filter: command.filter,
             viewer: org,
             after,
             heartbeat: command.heartbeat,
         };
-        let frames = subscription::spawn(
-            subscription,
-            self.hub.log.clone(),
-            self.hub.feed.clone(),
-            stop,
-            self.hub.metrics.clone(),
-        );
+        let shared = subscription::Shared {
+            log: self.hub.log.clone(),
+            feed: self.hub.feed.clone(),
+            metrics: self.hub.metrics.clone(),
+            budget: self.hub.budget.clone(),
+        };
+        let frames = subscription::spawn(subscription, shared, stop, Some(permit));
         Ok(Response::new(Box::pin(frames)))
     }
 
@@ -277,6 +311,7 @@ impl IndicatorHub for HubService {
     ) -> Result<Response<proto::LookupResponse>, Status> {
         let (org, source) = self.hub.caller(&request)?;
         let proto::LookupRequest { kind, value } = request.into_inner();
+        self.hub.limits.lookup_rate(&org)?;
         let key = crate::validate::indicator_key("indicator", kind, &value)?;
         let subject = key.to_string();
         let looked_up = self.hub.visible_state(&org, key).await;
@@ -314,8 +349,14 @@ impl IndicatorHub for HubService {
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         let (org, source) = self.hub.caller(&request)?;
         let command = SnapshotCommand::try_from(request.into_inner())?;
+        let permit = self.hub.limits.acquire(&org, Concurrent::Snapshots)?;
         let stop = self.hub.stream_token(&source)?;
         let messages = snapshot::spawn(self.hub.view.current(), command.filter, org, stop);
+        // The permit is given back when the stream ends or its client goes away.
+        let messages = tokio_stream::StreamExt::map(messages, move |message| {
+            let _held = &permit;
+            message
+        });
         Ok(Response::new(Box::pin(messages)))
     }
 }

@@ -2,8 +2,10 @@
 //! answered INVALID_ARGUMENT (invariant 7), not INTERNAL as tonic-prost does.
 //!
 //! Owns: the mapping of request decode errors to a client error that says what was
-//! wrong and what is expected. Must never change how messages are encoded: the
-//! encoder is prost's own (frames are pre-encoded in `frame`).
+//! wrong and what is expected; and how much one response stream buffers while
+//! encoding (small chunks: what a stalled stream holds in the transport is about
+//! two of them). Must never change how messages are encoded: the encoder is
+//! prost's own (frames are pre-encoded in `frame`).
 
 use std::marker::PhantomData;
 
@@ -11,6 +13,12 @@ use prost::Message;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::{Code, Status};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+
+/// Initial encode buffer of a response stream.
+const ENCODE_BUFFER_BYTES: usize = 4 * 1024;
+/// A response stream hands the transport a chunk once this much is encoded
+/// (tonic's default is 32 KiB; a chunk is at most this plus one message).
+const YIELD_BYTES: usize = 8 * 1024;
 
 /// Used by the generated servers (`build.rs` sets it as their codec path).
 pub struct HubCodec<T, U> {
@@ -38,7 +46,7 @@ where
     type Decoder = RequestDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        self.prost.encoder()
+        ProstEncoder::new(BufferSettings::new(ENCODE_BUFFER_BYTES, YIELD_BYTES))
     }
 
     fn decoder(&mut self) -> Self::Decoder {

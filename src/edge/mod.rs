@@ -6,7 +6,10 @@
 pub mod api;
 pub mod codec;
 pub mod credentials;
+pub mod http2;
 pub mod identity;
+pub mod limits;
 pub mod server;
+pub mod starting;
 pub mod streams;
 pub mod tls;

@@ -1,9 +1,9 @@
 //! Wires the hub together and serves it until shutdown.
 //!
 //! Owns: start-up (open the log, apply stored registry changes, replay, start the
-//! writer and the audit trail), serving over the given listeners (gRPC with
+//! writer and the audit trail; meanwhile only health answers, NOT_SERVING), serving over the given listeners (gRPC with
 //! mutual TLS: the hub, admin, health and reflection services; Prometheus
-//! metrics over plain HTTP), reloading TLS credentials when triggered, and the
+//! metrics over plain HTTP; TAXII 2.1 over HTTPS with mutual TLS), reloading TLS credentials when triggered, and the
 //! shutdown drain with its grace timeout (after which every remaining connection
 //! is severed, so that the hub always stops). Must never bind its own port or listen
 //! for signals: callers (main, tests) pass bound listeners, a shutdown future and
@@ -23,30 +23,49 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
 use crate::admin::{self, AdminService};
 use crate::api::{Hub, HubService};
 use crate::audit::Audit;
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::cursor::Cursors;
 use crate::error::{Error, Result};
 use crate::expiry;
+use crate::http2;
+use crate::limits::{self, Limiter};
 use crate::log::Log;
 use crate::metrics::{self, Metrics};
-use crate::proto::server::admin_server::AdminServer;
-use crate::proto::server::indicator_hub_server::IndicatorHubServer;
+use crate::proto::server::admin_service_server::AdminServiceServer;
+use crate::proto::server::indicator_hub_service_server::IndicatorHubServiceServer;
 use crate::registry::Registry;
 use crate::sequencer::Sequencer;
+use crate::starting;
 use crate::streams::Streams;
+use crate::taxii::{self, Taxii};
 use crate::tls;
 
-/// What `dip-hub serve` prints on stdout once it listens, followed by the bound
-/// address (`listening on 127.0.0.1:7443`): how a parent process that started
-/// the hub on port 0 learns where it is.
+/// What `dip-hub serve` prints on stdout once the hub answers (database open,
+/// state view replayed; `Controls::ready`), followed by the bound address
+/// (`listening on 127.0.0.1:7443`): how a parent process that started the hub on
+/// port 0 learns where it is, and that it is ready.
 pub const LISTENING_PREFIX: &str = "listening on ";
 
 /// Largest request the hub decodes (a full batch of 1000 indicators fits).
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+/// Concurrent HTTP/2 streams (calls) one connection may have open.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+/// HTTP/2 receive windows: what a client may send before the hub reads it, per
+/// stream and per connection (the hub's memory for request bodies in transit).
+pub const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+pub const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+/// What one call may hold buffered for sending beyond its client's window
+/// (hyper's default is 400 KiB: with a thousand stalled calls, 400 MiB).
+pub const SEND_BUFFER_BYTES: usize = 32 * 1024;
 
 /// The already-bound listeners the hub serves on.
 pub struct Listeners {
@@ -54,6 +73,8 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// Prometheus metrics over plain HTTP (`/metrics`); none: no metrics endpoint.
     pub metrics: Option<TcpListener>,
+    /// TAXII 2.1 over HTTPS with mutual TLS (`/taxii2/`); none: no TAXII server.
+    pub taxii: Option<TcpListener>,
 }
 
 /// How the caller steers a running hub.
@@ -62,6 +83,9 @@ pub struct Controls {
     pub shutdown: Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
     /// Each message reloads the TLS credentials and CRLs (e.g. on SIGHUP).
     pub reload: Option<mpsc::Receiver<()>>,
+    /// Called once the hub can answer (database open, state view replayed, health
+    /// SERVING), e.g. to announce that it is listening.
+    pub ready: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Controls {
@@ -69,6 +93,7 @@ impl Controls {
         Controls {
             shutdown: Box::pin(shutdown),
             reload: None,
+            ready: None,
         }
     }
 }
@@ -82,6 +107,7 @@ pub async fn run(
     let listeners = Listeners {
         grpc: listener,
         metrics: None,
+        taxii: None,
     };
     serve(config, listeners, Controls::new(shutdown)).await
 }
@@ -91,38 +117,51 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     config.validate()?;
     let registry = Registry::load(&config.registry)?;
     let metrics = Metrics::new();
+    let limiter = Limiter::new(config.role_limits.clone(), metrics.clone());
 
     let data_dir = config.data_dir.clone();
     let feed_capacity = config.feed_capacity;
     let (tls_files, start_registry, start_metrics) =
         (config.tls.clone(), registry.clone(), metrics.clone());
-    let (credentials, tls_current, log, sequencer, feed, writer, cursors, cursor_thread) =
-        tokio::task::spawn_blocking(move || {
-            let (credentials, tls_current) = Credentials::load(tls_files)?;
-            let log = Log::open(&data_dir)?;
-            let changes = admin::apply_stored(&log, &start_registry)?;
-            if changes > 0 {
-                tracing::info!(
-                    changes,
-                    "applied stored organisation changes over the registry file"
-                );
-            }
-            let (sequencer, feed, writer) =
-                Sequencer::start_with(log.clone(), feed_capacity, start_metrics)?;
-            let (cursors, cursor_thread) = Cursors::start(log.clone())?;
-            Ok::<_, Error>((
-                credentials,
-                tls_current,
-                log,
-                sequencer,
-                feed,
-                writer,
-                cursors,
-                cursor_thread,
-            ))
-        })
-        .await
-        .map_err(|e| Error::Unavailable(format!("start-up was interrupted: {e}")))??;
+    let (credentials, tls_current) =
+        tokio::task::spawn_blocking(move || Credentials::load(tls_files))
+            .await
+            .map_err(|e| Error::Unavailable(format!("start-up was interrupted: {e}")))??;
+    // Connections are accepted (and authenticated) from now on; until the hub
+    // can answer, only health does, NOT_SERVING.
+    let sever = CancellationToken::new();
+    let grpc_addr = listeners
+        .grpc
+        .local_addr()
+        .map_err(|e| Error::io("listener address", e))?;
+    // Each organisation's connection limit applies from the first connection.
+    let admitted = Admission {
+        limiter: limiter.clone(),
+        registry: registry.clone(),
+    };
+    let mut incoming = Box::pin(Severable::all(
+        admitted.connections(tls::incoming(listeners.grpc, tls_current.clone())),
+        &sever,
+    ));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::NotServing).await;
+    let starting = tokio::task::spawn_blocking(move || {
+        let log = Log::open(&data_dir)?;
+        let changes = admin::apply_stored(&log, &start_registry)?;
+        if changes > 0 {
+            tracing::info!(
+                changes,
+                "applied stored organisation changes over the registry file"
+            );
+        }
+        let (sequencer, feed, writer) =
+            Sequencer::start_with(log.clone(), feed_capacity, start_metrics)?;
+        let (cursors, cursor_thread) = Cursors::start(log.clone())?;
+        Ok::<_, Error>((log, sequencer, feed, writer, cursors, cursor_thread))
+    });
+    tracing::info!(addr = %grpc_addr, "hub starting: health answers NOT_SERVING until the database is open and replayed");
+    let (log, sequencer, feed, writer, cursors, cursor_thread) =
+        starting::serve_health_while(incoming.as_mut(), health_service.clone(), starting).await?;
 
     let stop = CancellationToken::new();
     let (audit, audit_task) = Audit::start(log.clone(), metrics.clone());
@@ -144,9 +183,11 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
         credentials,
         metrics: metrics.clone(),
         audit,
+        limits: limiter.clone(),
+        budget: Budget::new(config.subscriber_budget_bytes),
     };
     tracing::info!(
-        addr = %listeners.grpc.local_addr().map_err(|e| Error::io("listener address", e))?,
+        addr = %grpc_addr,
         head = feed.committed(),
         data_dir = %config.data_dir.display(),
         "hub serving"
@@ -162,13 +203,22 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
             side_tasks.clone(),
         ))
     });
+    let taxii_task = listeners.taxii.map(|listener| {
+        tokio::spawn(taxii::serve(
+            listener,
+            tls_current.clone(),
+            Taxii::new(hub.clone()),
+            stop.clone(),
+        ))
+    });
     let reload_task = controls
         .reload
         .map(|reload| tokio::spawn(reload_on_trigger(hub.clone(), reload, side_tasks.clone())));
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<IndicatorHubServer<HubService>>().await;
-    health.set_serving::<AdminServer<AdminService>>().await;
+    set_health(&health, ServingStatus::Serving).await;
+    if let Some(ready) = controls.ready {
+        ready();
+    }
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -178,48 +228,43 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
 
-    let hub_service = IndicatorHubServer::new(HubService::new(hub.clone()))
+    let hub_service = IndicatorHubServiceServer::new(HubService::new(hub.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let admin_service = AdminServer::new(AdminService::new(hub.clone()));
+    let admin_service = AdminServiceServer::new(AdminService::new(hub.clone()));
     drop(hub);
-    // Cut after the grace timeout: tonic's connection tasks outlive its server
-    // future, and with them the services and every hub handle.
-    let sever = CancellationToken::new();
+    // Cut after the grace timeout (`sever`): tonic's connection tasks outlive its
+    // server future, and with them the services and every hub handle.
     let stopping = stop.clone();
     let shutdown = controls.shutdown;
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections, ending streams");
-        health
-            .set_not_serving::<IndicatorHubServer<HubService>>()
-            .await;
-        health.set_not_serving::<AdminServer<AdminService>>().await;
-        health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
+        set_health(&health, ServingStatus::NotServing).await;
         stopping.cancel();
     };
-    let served = {
-        let serve = tonic::transport::Server::builder()
-            .add_service(hub_service)
+    {
+        let routes = tonic::service::Routes::new(hub_service)
             .add_service(admin_service)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(
-                Severable::all(tls::incoming(listeners.grpc, tls_current), &sever),
-                signal,
-            );
+            .prepare();
+        let settings = http2::Settings {
+            max_concurrent_streams: MAX_STREAMS_PER_CONNECTION,
+            stream_window: STREAM_WINDOW_BYTES,
+            connection_window: CONNECTION_WINDOW_BYTES,
+            max_send_buffer: SEND_BUFFER_BYTES,
+        };
+        let serve = http2::serve(routes, incoming, settings, signal);
         tokio::pin!(serve);
         tokio::select! {
-            served = &mut serve => served,
+            () = &mut serve => {},
             () = async {
                 stop.cancelled().await;
                 tokio::time::sleep(config.shutdown_grace).await;
             } => {
                 tracing::warn!(grace = ?config.shutdown_grace, "shutdown grace timeout: closing remaining connections");
                 sever.cancel();
-                Ok(())
             }
         }
         // The server future, holding the services and every connection, ends here.
@@ -228,7 +273,10 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     // queue and stops, the audit trail stores what is queued; then everything
     // is flushed.
     side_tasks.cancel();
-    for task in [metrics_task, reload_task].into_iter().flatten() {
+    for task in [metrics_task, taxii_task, reload_task]
+        .into_iter()
+        .flatten()
+    {
         let _ = task.await;
     }
     // The expiry task holds a sequencer handle; it ends on the stop token
@@ -252,7 +300,18 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     .await
     .map_err(|e| Error::Unavailable(format!("shutdown was interrupted: {e}")))??;
     tracing::info!("hub stopped");
-    served.map_err(|e| Error::Tls(format!("serving: {e}")))
+    Ok(())
+}
+
+/// Sets the health of the whole server ("") and of each hub service at once.
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    for service in [
+        "",
+        <IndicatorHubServiceServer<HubService> as NamedService>::NAME,
+        <AdminServiceServer<AdminService> as NamedService>::NAME,
+    ] {
+        health.set_service_status(service, status).await;
+    }
 }
 
 /// Reloads the TLS credentials on every trigger until `stop`.
@@ -277,23 +336,57 @@ async fn reload_on_trigger(hub: Hub, mut reload: mpsc::Receiver<()>, stop: Cance
     }
 }
 
+/// The connection limit at the accept edge: a connection of an organisation
+/// that already has its limit of open connections is closed right after the
+/// handshake (counted in metrics, logged); the others carry a permit until they close.
+struct Admission {
+    limiter: Limiter,
+    registry: Registry,
+}
+
+impl Admission {
+    fn connections(
+        self,
+        incoming: impl Stream<Item = io::Result<tls::AuthenticatedConn>>,
+    ) -> impl Stream<Item = io::Result<(tls::AuthenticatedConn, limits::Permit)>> {
+        incoming.filter_map(move |conn| {
+            let conn = match conn {
+                Ok(conn) => conn,
+                Err(error) => return Some(Err(error)),
+            };
+            let org_id = &conn.identity().org_id;
+            let org = self.registry.get(org_id);
+            match self.limiter.acquire_connection(org_id, org.as_ref()) {
+                Ok(permit) => Some(Ok((conn, permit))),
+                Err(error) => {
+                    tracing::warn!(peer = %conn.remote_addr(), %error, "connection closed");
+                    None
+                }
+            }
+        })
+    }
+}
+
 /// A connection that fails every read and write once `severed` is cancelled, so
 /// that the task serving it ends (and drops the services it holds).
-struct Severable {
+pub(crate) struct Severable {
     conn: tls::AuthenticatedConn,
     severed: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The organisation's connection limit, held while the connection is open.
+    _permit: limits::Permit,
 }
 
 impl Severable {
     fn all(
-        incoming: impl Stream<Item = io::Result<tls::AuthenticatedConn>>,
+        incoming: impl Stream<Item = io::Result<(tls::AuthenticatedConn, limits::Permit)>>,
         sever: &CancellationToken,
     ) -> impl Stream<Item = io::Result<Severable>> {
         let sever = sever.clone();
         incoming.map(move |conn| {
-            conn.map(|conn| Severable {
+            conn.map(|(conn, permit)| Severable {
                 conn,
                 severed: Box::pin(sever.clone().cancelled_owned()),
+                _permit: permit,
             })
         })
     }

@@ -1,4 +1,4 @@
-//! The `dip.v1.Admin` service: operating the hub without a restart.
+//! The `dip.v1.AdminService` service: operating the hub without a restart.
 //!
 //! Owns: onboarding and suspending organisations (changes take effect at once,
 //! are stored in the log's `orgs` tree and override the registry file at the
@@ -20,10 +20,11 @@ use crate::credentials::Loaded;
 use crate::error::{Error, Result};
 use crate::identity;
 use crate::indicator::{Millis, Source, now_millis};
+use crate::limits::{LimitOverrides, Limiter, Limits};
 use crate::log::Log;
 use crate::policy;
 use crate::proto;
-use crate::proto::server::admin_server::Admin;
+use crate::proto::server::admin_service_server::AdminService as AdminRpcs;
 use crate::registry::{Org, OrgStatus, Registry, Role};
 
 /// Longest organisation name, in characters.
@@ -34,6 +35,8 @@ const MAX_REASON_CHARS: usize = 500;
 const DEFAULT_AUDIT_LIMIT: u32 = 1000;
 /// Most audit entries one call returns.
 const MAX_AUDIT_LIMIT: u32 = 10_000;
+/// Largest value of any per-organisation limit.
+const MAX_LIMIT: u32 = 10_000_000;
 
 /// A run-time change of one organisation, as stored (the latest per org).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,7 +84,7 @@ pub async fn reload_tls(hub: &Hub) -> Result<Loaded> {
     Ok(loaded)
 }
 
-/// The `dip.v1.Admin` service.
+/// The `dip.v1.AdminService` service.
 pub struct AdminService {
     hub: Hub,
     /// One registry change at a time, so the stored change and the registry agree.
@@ -136,11 +139,11 @@ impl AdminService {
 }
 
 #[tonic::async_trait]
-impl Admin for AdminService {
+impl AdminRpcs for AdminService {
     async fn onboard_org(
         &self,
         request: Request<proto::OnboardOrgRequest>,
-    ) -> Result<Response<proto::OrgResponse>, Status> {
+    ) -> Result<Response<proto::OnboardOrgResponse>, Status> {
         let by = self.admin(&request, "OnboardOrg")?;
         let proto::OnboardOrgRequest { id, name, role } = request.into_inner();
         let id = org_id(&id)?;
@@ -160,11 +163,9 @@ impl Admin for AdminService {
             ))
             .into());
         }
-        let status = self
-            .hub
-            .registry
-            .get(&id)
-            .map_or(OrgStatus::Active, |o| o.status);
+        let current = self.hub.registry.get(&id);
+        let status = current.as_ref().map_or(OrgStatus::Active, |o| o.status);
+        let limits = current.map(|o| o.limits).unwrap_or_default();
         let org = self
             .change(OrgChange {
                 org: Org {
@@ -172,6 +173,7 @@ impl Admin for AdminService {
                     name,
                     role,
                     status,
+                    limits,
                 },
                 action: "ONBOARD".into(),
                 reason: String::new(),
@@ -189,26 +191,26 @@ impl Admin for AdminService {
         );
         self.hub.metrics.admin_action();
         self.audit(&by, "ADMIN_ONBOARD", org.id.clone(), org.role.as_str());
-        Ok(Response::new(proto::OrgResponse {
-            org: Some(org_to_proto(&org)),
+        Ok(Response::new(proto::OnboardOrgResponse {
+            org: Some(org_to_proto(&org, &self.hub.limits)),
         }))
     }
 
     async fn set_org_status(
         &self,
         request: Request<proto::SetOrgStatusRequest>,
-    ) -> Result<Response<proto::OrgResponse>, Status> {
+    ) -> Result<Response<proto::SetOrgStatusResponse>, Status> {
         let by = self.admin(&request, "SetOrgStatus")?;
         let proto::SetOrgStatusRequest { id, status, reason } = request.into_inner();
         let id = org_id(&id)?;
         let status = match proto::OrgStatus::try_from(status) {
-            Ok(proto::OrgStatus::OrgActive) => OrgStatus::Active,
-            Ok(proto::OrgStatus::OrgSuspended) => OrgStatus::Suspended,
+            Ok(proto::OrgStatus::Active) => OrgStatus::Active,
+            Ok(proto::OrgStatus::Suspended) => OrgStatus::Suspended,
             _ => {
                 return Err(Error::invalid(
                     "status",
                     format!("{status} is not a status to set"),
-                    "ORG_ACTIVE or ORG_SUSPENDED",
+                    "ACTIVE or SUSPENDED",
                 )
                 .into());
             }
@@ -263,8 +265,50 @@ impl Admin for AdminService {
             org.id.clone(),
             status_name(org.status),
         );
-        Ok(Response::new(proto::OrgResponse {
-            org: Some(org_to_proto(&org)),
+        Ok(Response::new(proto::SetOrgStatusResponse {
+            org: Some(org_to_proto(&org, &self.hub.limits)),
+        }))
+    }
+
+    async fn set_org_limits(
+        &self,
+        request: Request<proto::SetOrgLimitsRequest>,
+    ) -> Result<Response<proto::SetOrgLimitsResponse>, Status> {
+        let by = self.admin(&request, "SetOrgLimits")?;
+        let proto::SetOrgLimitsRequest { id, limits } = request.into_inner();
+        let id = org_id(&id)?;
+        let limits = overrides_from_proto(limits)?;
+        let current = self.hub.registry.get(&id).ok_or_else(|| {
+            Error::NotFound(format!(
+                "organisation {id} is not registered; onboard it first"
+            ))
+        })?;
+        let org = self
+            .change(OrgChange {
+                org: Org { limits, ..current },
+                action: "SET_LIMITS".into(),
+                reason: String::new(),
+                by_org: by.org_id.clone(),
+                by_cert_serial: by.cert_serial.clone(),
+                time: now_millis(),
+            })
+            .await?;
+        tracing::info!(
+            by_org = %by.org_id,
+            by_cert_serial = %by.cert_serial,
+            org = %org.id,
+            limits = ?org.limits,
+            "admin: organisation limits set"
+        );
+        self.hub.metrics.admin_action();
+        self.audit(
+            &by,
+            "ADMIN_SET_LIMITS",
+            org.id.clone(),
+            format!("{:?}", org.limits),
+        );
+        Ok(Response::new(proto::SetOrgLimitsResponse {
+            org: Some(org_to_proto(&org, &self.hub.limits)),
         }))
     }
 
@@ -274,7 +318,9 @@ impl Admin for AdminService {
     ) -> Result<Response<proto::ListOrgsResponse>, Status> {
         self.admin(&request, "ListOrgs")?;
         let proto::ListOrgsRequest {} = request.into_inner();
-        let orgs = self.hub.registry.all().iter().map(org_to_proto).collect();
+        let orgs = (self.hub.registry.all().iter())
+            .map(|org| org_to_proto(org, &self.hub.limits))
+            .collect();
         Ok(Response::new(proto::ListOrgsResponse { orgs }))
     }
 
@@ -399,19 +445,67 @@ fn role_to_proto(role: Role) -> proto::OrgRole {
 
 fn status_name(status: OrgStatus) -> &'static str {
     match status {
-        OrgStatus::Active => "ORG_ACTIVE",
-        OrgStatus::Suspended => "ORG_SUSPENDED",
+        OrgStatus::Active => "ACTIVE",
+        OrgStatus::Suspended => "SUSPENDED",
     }
 }
 
-fn org_to_proto(org: &Org) -> proto::Org {
+fn org_to_proto(org: &Org, limiter: &Limiter) -> proto::Org {
+    let Limits {
+        connections,
+        subscribe_streams,
+        snapshots,
+        publishes_in_flight,
+        publish_events_per_second,
+        publish_burst,
+        lookups_per_second,
+    } = limiter.limits(org);
     proto::Org {
         id: org.id.clone(),
         name: org.name.clone(),
         role: role_to_proto(org.role) as i32,
         status: match org.status {
-            OrgStatus::Active => proto::OrgStatus::OrgActive,
-            OrgStatus::Suspended => proto::OrgStatus::OrgSuspended,
+            OrgStatus::Active => proto::OrgStatus::Active,
+            OrgStatus::Suspended => proto::OrgStatus::Suspended,
         } as i32,
+        limits: Some(proto::OrgLimits {
+            connections: Some(connections),
+            subscribe_streams: Some(subscribe_streams),
+            snapshots: Some(snapshots),
+            publishes_in_flight: Some(publishes_in_flight),
+            publish_events_per_second: Some(publish_events_per_second),
+            publish_burst: Some(publish_burst),
+            lookups_per_second: Some(lookups_per_second),
+        }),
     }
+}
+
+/// The limits an Admin request sets; each at least 1 and at most [`MAX_LIMIT`].
+fn overrides_from_proto(limits: Option<proto::OrgLimits>) -> Result<LimitOverrides> {
+    let proto::OrgLimits {
+        connections,
+        subscribe_streams,
+        snapshots,
+        publishes_in_flight,
+        publish_events_per_second,
+        publish_burst,
+        lookups_per_second,
+    } = limits.unwrap_or_default();
+    let check = |name: &str, value: Option<u32>| match value {
+        Some(v) if !(1..=MAX_LIMIT).contains(&v) => Err(Error::invalid(
+            format!("limits.{name}"),
+            format!("is {v}"),
+            format!("1 to {MAX_LIMIT}, or unset for the role's default"),
+        )),
+        _ => Ok(value),
+    };
+    Ok(LimitOverrides {
+        connections: check("connections", connections)?,
+        subscribe_streams: check("subscribe_streams", subscribe_streams)?,
+        snapshots: check("snapshots", snapshots)?,
+        publishes_in_flight: check("publishes_in_flight", publishes_in_flight)?,
+        publish_events_per_second: check("publish_events_per_second", publish_events_per_second)?,
+        publish_burst: check("publish_burst", publish_burst)?,
+        lookups_per_second: check("lookups_per_second", lookups_per_second)?,
+    })
 }

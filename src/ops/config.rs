@@ -4,16 +4,20 @@
 //! range) before anything starts, and the config file (TOML) whose values lie
 //! beneath environment variables and flags (flag, then `DIP_*` environment
 //! variable, then config file, then default). Must never parse command lines
-//! (that is `cli`) nor hold open resources.
+//! (that is the application, `src/cmd/serve.rs`) nor hold open resources.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::budget;
 use crate::error::{Error, Result};
 use crate::feed;
+use crate::limits::LimitOverrides;
+use crate::registry::Role;
 
 /// Where the server's TLS material lives.
 #[derive(Clone, Debug)]
@@ -49,6 +53,10 @@ pub struct Config {
     pub feed_capacity: usize,
     /// How long shutdown waits for in-flight requests and streams.
     pub shutdown_grace: Duration,
+    /// Per-role limits over the defaults in `limits` (the registry overrides these per organisation).
+    pub role_limits: BTreeMap<Role, LimitOverrides>,
+    /// Bytes Subscribe streams may hold queued for their clients, summed over streams.
+    pub subscriber_budget_bytes: usize,
 }
 
 impl Config {
@@ -59,6 +67,8 @@ impl Config {
             registry,
             feed_capacity: feed::DEFAULT_CAPACITY,
             shutdown_grace: Duration::from_secs(10),
+            role_limits: BTreeMap::new(),
+            subscriber_budget_bytes: budget::DEFAULT_BYTES,
         }
     }
 
@@ -108,6 +118,8 @@ pub struct ServeFile {
     pub listen: Option<SocketAddr>,
     /// Prometheus metrics (plain HTTP) address; unset: no metrics endpoint.
     pub metrics_listen: Option<SocketAddr>,
+    /// TAXII 2.1 (HTTPS, mutual TLS) address; unset: no TAXII server.
+    pub taxii_listen: Option<SocketAddr>,
     /// The sled database directory, default `dip-data`.
     pub data_dir: Option<PathBuf>,
     /// Development PKI directory (ca.pem, server.pem, server.key), default `certs/dev`.
@@ -122,6 +134,11 @@ pub struct ServeFile {
     pub registry: Option<PathBuf>,
     pub feed_capacity: Option<usize>,
     pub shutdown_grace_seconds: Option<u64>,
+    /// Per-role limit overrides, e.g. `[limits.BANK] subscribe_streams = 100`.
+    #[serde(default)]
+    pub limits: BTreeMap<Role, LimitOverrides>,
+    /// Global budget for what Subscribe streams hold queued, in MiB.
+    pub subscriber_budget_mib: Option<usize>,
 }
 
 /// What `dip-hub serve` runs: the addresses to bind and the server's configuration.
@@ -129,6 +146,7 @@ pub struct ServeFile {
 pub struct ServeSettings {
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
+    pub taxii_listen: Option<SocketAddr>,
     pub config: Config,
 }
 
@@ -145,6 +163,7 @@ impl ServeFile {
         ServeFile {
             listen: self.listen.or(beneath.listen),
             metrics_listen: self.metrics_listen.or(beneath.metrics_listen),
+            taxii_listen: self.taxii_listen.or(beneath.taxii_listen),
             data_dir: self.data_dir.or(beneath.data_dir),
             certs_dir: self.certs_dir.or(beneath.certs_dir),
             ca: self.ca.or(beneath.ca),
@@ -160,6 +179,12 @@ impl ServeFile {
             shutdown_grace_seconds: self
                 .shutdown_grace_seconds
                 .or(beneath.shutdown_grace_seconds),
+            limits: if self.limits.is_empty() {
+                beneath.limits
+            } else {
+                self.limits
+            },
+            subscriber_budget_mib: self.subscriber_budget_mib.or(beneath.subscriber_budget_mib),
         }
     }
 
@@ -190,6 +215,15 @@ impl ServeFile {
             )));
         }
         config.shutdown_grace = Duration::from_secs(grace);
+        config.role_limits = self.limits;
+        if let Some(mib) = self.subscriber_budget_mib {
+            if !(1..=65_536).contains(&mib) {
+                return Err(Error::Config(format!(
+                    "subscriber_budget_mib is {mib}; expected 1 to 65536"
+                )));
+            }
+            config.subscriber_budget_bytes = mib * 1024 * 1024;
+        }
         let listen = match self.listen {
             Some(listen) => listen,
             None => DEFAULT_LISTEN
@@ -201,10 +235,18 @@ impl ServeFile {
                 "metrics_listen and listen are both {listen}; metrics need their own address"
             )));
         }
+        if let Some(taxii) = self.taxii_listen.filter(|t| t.port() != 0)
+            && (taxii == listen || self.metrics_listen == Some(taxii))
+        {
+            return Err(Error::Config(format!(
+                "taxii_listen is {taxii}, also the gRPC or metrics address; TAXII needs its own address"
+            )));
+        }
         config.validate()?;
         Ok(ServeSettings {
             listen,
             metrics_listen: self.metrics_listen,
+            taxii_listen: self.taxii_listen,
             config,
         })
     }
@@ -249,5 +291,11 @@ mod tests {
         let example = include_str!("../../certs/hub.example.toml");
         let file: ServeFile = toml::from_str(example).expect("example parses");
         assert!(file.metrics_listen.is_some());
+        assert_eq!(
+            file.limits[&Role::Bank].subscribe_streams,
+            Some(64),
+            "per-role limits are read"
+        );
+        assert_eq!(file.subscriber_budget_mib, Some(64));
     }
 }

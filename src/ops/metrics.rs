@@ -9,6 +9,7 @@
 //! or the writer, never bind its own port (the caller passes a bound listener),
 //! and never expose indicator values or organisation data beyond counts.
 
+use crate::proto::ValueName;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -26,6 +27,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::Result;
 use crate::feed::Feed;
 use crate::indicator::{EventType, Kind};
 use crate::log::Log;
@@ -38,6 +40,8 @@ const TYPES: usize = 6;
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Labels = [(&'static str, &'static str); 2];
+/// `org` and `limit` of a refusal.
+type LimitLabels = [(&'static str, String); 2];
 
 /// The hub's metrics; cheap to clone (one `Arc`).
 #[derive(Clone)]
@@ -52,14 +56,20 @@ struct Inner {
     delivered_events: Counter,
     delivered_frames: Counter,
     publish_latency: Histogram,
+    publishes_in_flight: Gauge,
     subscribers: Gauge,
     lag_max: Gauge,
     lag_total: Gauge,
     log_size: Gauge,
+    disk_available: Gauge,
     head: Gauge,
     audit_recorded: Counter,
     audit_dropped: Counter,
     admin_actions: Counter,
+    /// Follows `Log::syncs` at scrape time (serialized by the lock).
+    log_fsyncs: Mutex<Counter>,
+    limit_refusals: Family<LimitLabels, Counter>,
+    subscribers_stalled: Counter,
     positions: Mutex<Vec<Weak<AtomicU64>>>,
 }
 
@@ -81,9 +91,9 @@ impl Metrics {
         let mut published = Vec::with_capacity(KINDS * TYPES);
         for kind in 0..KINDS {
             for event_type in 0..TYPES {
-                let kind = Kind::try_from(kind as i32).map_or("UNKNOWN", |k| k.as_str_name());
+                let kind = Kind::try_from(kind as i32).map_or("UNKNOWN", |k| k.short_name());
                 let event_type =
-                    EventType::try_from(event_type as i32).map_or("UNKNOWN", |t| t.as_str_name());
+                    EventType::try_from(event_type as i32).map_or("UNKNOWN", |t| t.short_name());
                 published.push(
                     events
                         .get_or_create(&[("kind", kind), ("type", event_type)])
@@ -117,6 +127,11 @@ impl Metrics {
             "Time from a Publish request's arrival to its durable answer",
             publish_latency.clone(),
         );
+        let publishes_in_flight = gauge(
+            &mut registry,
+            "publishes_in_flight",
+            "Publish requests received and not yet answered",
+        );
         let subscribers = gauge(&mut registry, "subscribers", "Open Subscribe streams");
         let lag_max = gauge(
             &mut registry,
@@ -132,6 +147,11 @@ impl Metrics {
             &mut registry,
             "log_size_bytes",
             "Bytes the database takes on disk",
+        );
+        let disk_available = gauge(
+            &mut registry,
+            "disk_available_bytes",
+            "Bytes available to the hub on the filesystem that holds its database",
         );
         let head = gauge(
             &mut registry,
@@ -153,21 +173,42 @@ impl Metrics {
             "admin_actions",
             "Admin RPCs that changed something (onboard, status, CRL reload)",
         );
+        let log_fsyncs = counter(
+            &mut registry,
+            "log_fsyncs",
+            "Real syncs (fdatasync) of the database files; every acknowledged publish, ack and admin change waits for one",
+        );
+        let limit_refusals = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "limit_refusals",
+            "Calls and connections refused because an organisation reached one of its limits, by organisation and limit",
+            limit_refusals.clone(),
+        );
+        let subscribers_stalled = counter(
+            &mut registry,
+            "subscribers_stalled",
+            "Times a Subscribe stream dropped a frame for the subscribers' memory budget (it continues from the log once its client reads)",
+        );
         Metrics {
             inner: Arc::new(Inner {
+                log_fsyncs: Mutex::new(log_fsyncs),
                 registry,
                 published,
                 delivered_events,
                 delivered_frames,
                 publish_latency,
+                publishes_in_flight,
                 subscribers,
                 lag_max,
                 lag_total,
                 log_size,
+                disk_available,
                 head,
                 audit_recorded,
                 audit_dropped,
                 admin_actions,
+                limit_refusals,
+                subscribers_stalled,
                 positions: Mutex::new(Vec::new()),
             }),
         }
@@ -191,6 +232,12 @@ impl Metrics {
         self.inner.publish_latency.observe(elapsed.as_secs_f64());
     }
 
+    /// A Publish request in progress until the returned guard is dropped.
+    pub fn publish_started(&self) -> InFlight {
+        self.inner.publishes_in_flight.inc();
+        InFlight(self.inner.publishes_in_flight.clone())
+    }
+
     pub fn audit_recorded(&self, n: usize) {
         self.inner.audit_recorded.inc_by(n as u64);
     }
@@ -201,6 +248,19 @@ impl Metrics {
 
     pub fn admin_action(&self) {
         self.inner.admin_actions.inc();
+    }
+
+    /// A call or connection of `org` refused at `limit`.
+    pub fn limit_refused(&self, org: &str, limit: &'static str) {
+        self.inner
+            .limit_refusals
+            .get_or_create(&[("org", org.to_string()), ("limit", limit.to_string())])
+            .inc();
+    }
+
+    /// A Subscribe stream went over the memory budget.
+    pub fn subscriber_stalled(&self) {
+        self.inner.subscribers_stalled.inc();
     }
 
     /// Tracks one subscription's progress until the returned handle is dropped.
@@ -216,8 +276,21 @@ impl Metrics {
         SubscriberProgress { position }
     }
 
-    /// The exposition, with scrape-time values (`head`, `log_size`) filled in.
-    pub fn render(&self, head: u64, log_size: Option<u64>) -> String {
+    /// Brings `dip_log_fsyncs_total` up to `total` syncs (read from the log at scrape time).
+    pub fn log_synced(&self, total: u64) {
+        let counter = self
+            .inner
+            .log_fsyncs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let shown = counter.get();
+        if total > shown {
+            counter.inc_by(total - shown);
+        }
+    }
+
+    /// The exposition, with scrape-time values (`head`, the disk) filled in.
+    pub fn render(&self, head: u64, disk: Disk) -> String {
         let inner = &self.inner;
         let (count, max, total) = {
             let mut positions = inner
@@ -237,8 +310,11 @@ impl Metrics {
         inner.lag_max.set(to_i64(max));
         inner.lag_total.set(to_i64(total));
         inner.head.set(to_i64(head));
-        if let Some(size) = log_size {
+        if let Some(size) = disk.log_size {
             inner.log_size.set(to_i64(size));
+        }
+        if let Some(available) = disk.available {
+            inner.disk_available.set(to_i64(available));
         }
         let mut text = String::new();
         if let Err(error) = encode(&mut text, &inner.registry) {
@@ -246,6 +322,24 @@ impl Metrics {
         }
         text
     }
+}
+
+/// Counts one request in flight while it lives.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// What a scrape read from the disk (None: reading it failed).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Disk {
+    /// Bytes the database takes.
+    pub log_size: Option<u64>,
+    /// Bytes available on its filesystem.
+    pub available: Option<u64>,
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -321,15 +415,21 @@ async fn scrape(
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"));
     }
-    let size = match tokio::task::spawn_blocking(move || log.size_on_disk()).await {
-        Ok(Ok(size)) => Some(size),
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "reading the database size failed");
-            None
+    metrics.log_synced(log.syncs());
+    let disk = tokio::task::spawn_blocking(move || {
+        let read = |what: &str, value: Result<u64>| {
+            value
+                .map_err(|error| tracing::warn!(%error, "reading {what} failed"))
+                .ok()
+        };
+        Disk {
+            log_size: read("the database size", log.size_on_disk()),
+            available: read("the free disk space", log.disk_available()),
         }
-        Err(_) => None,
-    };
-    let text = metrics.render(feed.committed(), size);
+    })
+    .await
+    .unwrap_or_default();
+    let text = metrics.render(feed.committed(), disk);
     let mut response = Response::new(Full::new(Bytes::from(text)));
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -358,7 +458,13 @@ mod tests {
         metrics.published(Kind::Imei, EventType::Revoked);
         let slow = metrics.subscriber(3);
         let fast = metrics.subscriber(10);
-        let text = metrics.render(10, Some(4096));
+        let text = metrics.render(
+            10,
+            Disk {
+                log_size: Some(4096),
+                available: Some(1 << 30),
+            },
+        );
         assert!(
             text.contains(r#"dip_events_published_total{kind="UPI_ID",type="PUBLISHED"} 2"#),
             "{text}"
@@ -367,8 +473,25 @@ mod tests {
         assert!(text.contains("dip_subscribers 2"));
         assert!(text.contains("dip_subscriber_lag_max 7"));
         assert!(text.contains("dip_log_size_bytes 4096"));
+        assert!(text.contains("dip_disk_available_bytes 1073741824"));
+        let publishing = metrics.publish_started();
+        assert!(
+            metrics
+                .render(10, Disk::default())
+                .contains("dip_publishes_in_flight 1")
+        );
+        drop(publishing);
+        assert!(
+            metrics
+                .render(10, Disk::default())
+                .contains("dip_publishes_in_flight 0")
+        );
         assert!(text.contains("dip_durable_head_sequence 10"));
         drop((slow, fast));
-        assert!(metrics.render(10, None).contains("dip_subscribers 0"));
+        assert!(
+            metrics
+                .render(10, Disk::default())
+                .contains("dip_subscribers 0")
+        );
     }
 }

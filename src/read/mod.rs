@@ -2,6 +2,7 @@
 //! consumer cursors, the in-memory state view and snapshots of it, and the
 //! pre-encoded frames subscribers receive. Must never write events.
 
+pub mod budget;
 pub mod cursor;
 pub mod feed;
 pub mod frame;

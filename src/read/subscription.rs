@@ -9,14 +9,16 @@
 //! ever stalls its own task. Must never hold more than one frame per queue slot,
 //! never send an event that is not durable, and never skip one.
 //!
-//! Memory per subscriber, whatever its lag: at most [`QUEUE_FRAMES`] queued
-//! frames of at most [`FRAME_BYTES`] (plus one event) each, the frame being
-//! built, and during catch-up one read from the log of at most
-//! `CATCH_UP_RECORDS` records or about `4 * FRAME_BYTES`: about 3.3 MiB at
-//! worst, typically far less (live frames share their bytes with the feed's
-//! ring). HTTP/2 flow control keeps what the transport holds to the client's
-//! window. A subscriber that stops reading therefore costs a fixed amount, and
-//! the ring it fell behind is shared and fixed in size (see `feed`).
+//! Memory per subscriber, whatever its lag: one queued frame of at most
+//! [`FRAME_BYTES`] (plus one event) for free; every further queued frame (up to
+//! [`QUEUE_FRAMES`]) only if the hub-wide [`Budget`] covers its bytes, and
+//! otherwise the frame is dropped and the stream continues from the log once its
+//! client has read what is queued (no gap, no duplicate). Besides: the frame
+//! being built and, during catch-up, one read from the log of at most
+//! `CATCH_UP_RECORDS` records or about `READ_BYTES`. A subscriber that stops
+//! reading therefore holds about two frames outside the budget (one queued, one
+//! in the transport), and the ring it fell behind is shared and fixed in size
+//! (see `feed`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +29,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::budget::{Budget, Held};
 use crate::feed::Feed;
 use crate::frame::Frame;
 use crate::indicator::{Category, EventType, Kind, Risk, now_millis};
+use crate::limits::Permit;
 use crate::log::{Log, Record, RecordMeta};
 use crate::metrics::{Metrics, SubscriberProgress};
 use crate::policy;
@@ -41,8 +45,11 @@ use crate::wire;
 const QUEUE_FRAMES: usize = 8;
 /// Most events in one frame.
 const FRAME_EVENTS: usize = 512;
-/// About the most bytes in one frame.
-const FRAME_BYTES: usize = 256 * 1024;
+/// About the most bytes in one frame (with the codec's small chunks, what a
+/// stalled stream holds in the transport stays near two frames).
+pub const FRAME_BYTES: usize = 16 * 1024;
+/// Most bytes read from the log at once during catch-up.
+const READ_BYTES: usize = 128 * 1024;
 /// Most records read from the log at once during catch-up.
 const CATCH_UP_RECORDS: usize = 4096;
 
@@ -81,17 +88,37 @@ impl Subscription {
     }
 }
 
+/// What the subscriber's task shares with the rest of the hub.
+#[derive(Clone)]
+pub struct Shared {
+    pub log: Log,
+    pub feed: Feed,
+    pub metrics: Metrics,
+    /// What all subscribers together may hold queued.
+    pub budget: Budget,
+}
+
+/// A queued frame and the budget bytes it holds until the client takes it.
+type Queued = (Result<Frame, Status>, Option<Held>);
+
 /// Starts the subscriber's task; its frames come out of the returned stream. The
 /// task ends when the client goes away, `stop` is cancelled, or on a storage error
-/// (sent to the client as a status).
+/// (sent to the client as a status). `permit` (the organisation's stream limit)
+/// is given back when the task ends.
 pub fn spawn(
     subscription: Subscription,
-    log: Log,
-    feed: Feed,
+    shared: Shared,
     stop: CancellationToken,
-    metrics: Metrics,
-) -> ReceiverStream<Result<Frame, Status>> {
+    permit: Option<Permit>,
+) -> impl futures_util::Stream<Item = Result<Frame, Status>> + Send + Unpin + 'static {
+    use futures_util::StreamExt;
     let (frames, stream) = mpsc::channel(QUEUE_FRAMES);
+    let Shared {
+        log,
+        feed,
+        metrics,
+        budget,
+    } = shared;
     let task = Task {
         progress: metrics.subscriber(subscription.after),
         metrics,
@@ -99,11 +126,14 @@ pub fn spawn(
         subscription,
         log,
         feed,
+        budget,
         frames,
         stop,
+        _permit: permit,
     };
     tokio::spawn(task.run());
-    ReceiverStream::new(stream)
+    // The budget bytes are given back as the transport takes the frame.
+    ReceiverStream::new(stream).map(|(frame, _held): Queued| frame)
 }
 
 struct Task {
@@ -111,18 +141,31 @@ struct Task {
     log: Log,
     feed: Feed,
     live: broadcast::Receiver<Arc<Record>>,
-    frames: mpsc::Sender<Result<Frame, Status>>,
+    budget: Budget,
+    frames: mpsc::Sender<Queued>,
     stop: CancellationToken,
     metrics: Metrics,
     /// Served up to (for the lag metrics).
     progress: SubscriberProgress,
+    /// The organisation's stream limit, held while the task runs.
+    _permit: Option<Permit>,
 }
 
 /// Why a phase ended.
 enum Next {
     CatchUp,
     Live,
+    /// Over the budget: wait for the client to read, then back to the log.
+    Stalled,
     End,
+}
+
+/// What became of a frame handed to [`Task::send`].
+enum Sent {
+    Queued,
+    /// Not queued: the budget is spent and the client has not read what it has.
+    OverBudget,
+    Closed,
 }
 
 impl Task {
@@ -133,6 +176,7 @@ impl Task {
             phase = match phase {
                 Next::CatchUp => self.catch_up(&mut next).await,
                 Next::Live => self.follow(&mut next).await,
+                Next::Stalled => self.drained().await,
                 Next::End => return,
             };
         }
@@ -148,7 +192,7 @@ impl Task {
             let log = self.log.clone();
             let from = *next;
             let read = tokio::task::spawn_blocking(move || {
-                log.read(from, head, CATCH_UP_RECORDS, FRAME_BYTES * 4)
+                log.read(from, head, CATCH_UP_RECORDS, READ_BYTES)
             })
             .await;
             let records = match read {
@@ -162,18 +206,30 @@ impl Task {
             // Before the frames go out, so that a client holding them sees its lag.
             self.progress.served_up_to(last);
             let mut frame = Frame::with_capacity(records.len().min(FRAME_EVENTS));
+            // The sequence of the first event in `frame`: where to resume if it
+            // is dropped for the budget.
+            let mut first = *next;
             for record in records {
                 if self.subscription.wants(&record.meta) {
+                    if frame.is_empty() {
+                        first = record.sequence;
+                    }
                     frame.push_entry(record.entry);
-                    if (frame.entries() >= FRAME_EVENTS || frame.byte_len() >= FRAME_BYTES)
-                        && !self.send(std::mem::take(&mut frame)).await
-                    {
-                        return Next::End;
+                    if frame.entries() >= FRAME_EVENTS || frame.byte_len() >= FRAME_BYTES {
+                        match self.send(std::mem::take(&mut frame)).await {
+                            Sent::Queued => {}
+                            Sent::OverBudget => return self.resume_at(next, first),
+                            Sent::Closed => return Next::End,
+                        }
                     }
                 }
             }
-            if !frame.is_empty() && !self.send(frame).await {
-                return Next::End;
+            if !frame.is_empty() {
+                match self.send(frame).await {
+                    Sent::Queued => {}
+                    Sent::OverBudget => return self.resume_at(next, first),
+                    Sent::Closed => return Next::End,
+                }
             }
             *next = last + 1;
         }
@@ -189,14 +245,17 @@ impl Task {
                 () = self.frames.closed() => return Next::End,
                 received = self.live.recv() => received,
                 () = tokio::time::sleep_until(idle_until) => {
-                    if !self.send(self.heartbeat(*next - 1)).await {
-                        return Next::End;
+                    match self.send(self.heartbeat(*next - 1)).await {
+                        Sent::Queued => {}
+                        Sent::OverBudget => return Next::Stalled,
+                        Sent::Closed => return Next::End,
                     }
                     idle_until = Instant::now() + self.subscription.heartbeat;
                     continue;
                 }
             };
             let mut frame = Frame::default();
+            let mut first = *next;
             let mut record = match received {
                 Ok(record) => record,
                 // Fell behind the ring: the gap check below sends it to the log.
@@ -206,13 +265,13 @@ impl Task {
             loop {
                 if record.sequence > *next {
                     // A gap: flush what we have, then serve the rest from the log.
-                    if !frame.is_empty() && !self.send(frame).await {
-                        return Next::End;
-                    }
-                    return Next::CatchUp;
+                    return self.flush_then(frame, next, first, Next::CatchUp).await;
                 }
                 if record.sequence == *next {
                     if self.subscription.wants(&record.meta) {
+                        if frame.is_empty() {
+                            first = record.sequence;
+                        }
                         frame.push_entry(record.entry.clone());
                     }
                     *next += 1;
@@ -223,21 +282,61 @@ impl Task {
                 record = match self.live.try_recv() {
                     Ok(record) => record,
                     Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                        if !frame.is_empty() && !self.send(frame).await {
-                            return Next::End;
-                        }
-                        return Next::CatchUp;
+                        return self.flush_then(frame, next, first, Next::CatchUp).await;
                     }
                     Err(_) => break,
                 };
             }
             self.progress.served_up_to(*next - 1);
             if !frame.is_empty() {
-                if !self.send(frame).await {
-                    return Next::End;
+                match self.send(frame).await {
+                    Sent::Queued => {}
+                    Sent::OverBudget => return self.resume_at(next, first),
+                    Sent::Closed => return Next::End,
                 }
                 idle_until = Instant::now() + self.subscription.heartbeat;
             }
+        }
+    }
+
+    /// Sends `frame` (if any), then goes on with `then`.
+    async fn flush_then(&mut self, frame: Frame, next: &mut u64, first: u64, then: Next) -> Next {
+        if frame.is_empty() {
+            return then;
+        }
+        match self.send(frame).await {
+            Sent::Queued => then,
+            Sent::OverBudget => self.resume_at(next, first),
+            Sent::Closed => Next::End,
+        }
+    }
+
+    /// A frame starting at `first` was dropped for the budget: it is owed again,
+    /// from the log, once the client has read what is queued.
+    fn resume_at(&mut self, next: &mut u64, first: u64) -> Next {
+        *next = first;
+        self.progress.served_up_to(first - 1);
+        Next::Stalled
+    }
+
+    /// Waits until the client has taken every queued frame (or the end), then
+    /// sends the stream back to the log. Holds nothing meanwhile: the live
+    /// receiver is left behind (the log has every event it would have held).
+    async fn drained(&mut self) -> Next {
+        self.metrics.subscriber_stalled();
+        let drained = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => return Next::End,
+            drained = self.frames.reserve_many(QUEUE_FRAMES) => drained,
+        };
+        match drained {
+            Ok(slots) => {
+                drop(slots);
+                // Skip what the ring announced meanwhile; the log serves it.
+                self.live = self.live.resubscribe();
+                Next::CatchUp
+            }
+            Err(_) => Next::End,
         }
     }
 
@@ -251,20 +350,31 @@ impl Task {
         })
     }
 
-    /// Queues a frame for the client; false when the stream is over.
-    async fn send(&self, frame: Frame) -> bool {
+    /// Queues a frame for the client. The first queued frame is free; more
+    /// take their bytes from the budget, or are not queued at all.
+    async fn send(&self, frame: Frame) -> Sent {
+        let idle = self.frames.capacity() == self.frames.max_capacity();
+        let held = if idle {
+            None
+        } else {
+            match self.budget.try_take(frame.byte_len()) {
+                Some(held) => Some(held),
+                None => return Sent::OverBudget,
+            }
+        };
         // Counted before it goes out, so that a client holding it sees it counted.
         self.metrics.delivered(frame.entries());
-        tokio::select! {
+        let sent = tokio::select! {
             biased;
             () = self.stop.cancelled() => false,
-            sent = self.frames.send(Ok(frame)) => sent.is_ok(),
-        }
+            sent = self.frames.send((Ok(frame), held)) => sent.is_ok(),
+        };
+        if sent { Sent::Queued } else { Sent::Closed }
     }
 
     async fn fail(&self, status: Status) -> Next {
         tracing::error!(%status, "subscription failed");
-        let _ = self.frames.send(Err(status)).await;
+        let _ = self.frames.send((Err(status), None)).await;
         Next::End
     }
 }
@@ -302,25 +412,19 @@ mod tests {
                 name: id.into(),
                 role: Role::Bank,
                 status: OrgStatus::Active,
+                limits: Default::default(),
             },
             after: 0,
             heartbeat: Duration::from_millis(10),
         };
-        let metrics = crate::metrics::Metrics::new();
-        let mut a = spawn(
-            subscription("a"),
-            log.clone(),
-            feed.clone(),
-            stop.clone(),
-            metrics.clone(),
-        );
-        let mut b = spawn(
-            subscription("b"),
-            log.clone(),
-            feed.clone(),
-            stop.clone(),
-            metrics,
-        );
+        let shared = Shared {
+            log: log.clone(),
+            feed: feed.clone(),
+            metrics: crate::metrics::Metrics::new(),
+            budget: Budget::new(1 << 20),
+        };
+        let mut a = spawn(subscription("a"), shared.clone(), stop.clone(), None);
+        let mut b = spawn(subscription("b"), shared, stop.clone(), None);
         // A heartbeat means the subscriber is past catch-up, on the live feed.
         for stream in [&mut a, &mut b] {
             let frame = stream.next().await.expect("open").expect("frame");

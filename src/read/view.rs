@@ -189,7 +189,7 @@ mod tests {
             1,
         );
         let taken = view.current();
-        let revoked = state(1, Status::StatusRevoked);
+        let revoked = state(1, Status::Revoked);
         let second = state(2, Status::Active);
         writer.apply(
             &[

@@ -12,7 +12,9 @@
 //!
 //! sled: the writer is the only appender (sled locks the database against a
 //! second process), so the head cannot move under it; the records are checked
-//! to follow the expected head, then written in one batch and flushed (fsync).
+//! to follow the expected head, then written in one batch and made durable by
+//! [`Log::flush`]: sled's flush, then a real `fdatasync` of the files it wrote,
+//! one per group.
 
 use crate::error::{Error, Result};
 use crate::log::{Log, Record};

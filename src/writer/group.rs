@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::fingerprint::{self, Fingerprint};
 use crate::frame;
 use crate::indicator::{Action, Event, EventType, Indicator, IndicatorKey, Millis, Source};
 use crate::log::{IdempotencyEntry, IdempotencyMark, IdempotentHit, Record, RecordMeta};
@@ -110,13 +111,18 @@ pub fn plan<'a>(
             .idempotency_key
             .clone()
             .map(|k| (submission.source.org_id.clone(), k));
+        let fingerprint = key.as_ref().map(|_| fingerprint::of(&submission.changes));
         let seen = match &key {
             Some(key) => match group_keys.get(key) {
                 Some(hit) => Ok(Some(*hit)),
                 None => earlier(&key.0, &key.1),
             },
             None => Ok(None),
-        };
+        }
+        .and_then(|hit| match (hit, &key) {
+            (Some(hit), Some((_, key))) => same_request(key, hit, fingerprint).map(Some),
+            (hit, _) => Ok(hit),
+        });
         let outcome = match seen {
             Err(error) => Outcome::Refused(error),
             Ok(Some(hit)) => Outcome::Replay(hit),
@@ -131,6 +137,7 @@ pub fn plan<'a>(
                             let hit = IdempotentHit {
                                 first_sequence,
                                 count,
+                                fingerprint,
                             };
                             group_keys.insert((org_id.clone(), key.clone()), hit);
                             group
@@ -150,6 +157,7 @@ pub fn plan<'a>(
                                 (Some(key), 0) => Some(IdempotencyMark {
                                     key: key.clone(),
                                     count,
+                                    fingerprint,
                                 }),
                                 _ => None,
                             };
@@ -199,6 +207,25 @@ fn sequence(
         }
     }
     Ok(events)
+}
+
+/// An earlier submission with the same key is replayed only for the same
+/// request; the key reused for another request is refused, naming where it was
+/// first used (a key stored before fingerprints replays whatever comes).
+fn same_request(
+    key: &str,
+    hit: IdempotentHit,
+    fingerprint: Option<Fingerprint>,
+) -> Result<IdempotentHit> {
+    match hit.fingerprint {
+        Some(first) if Some(first) != fingerprint => Err(Error::FailedPrecondition(format!(
+            "idempotency_key: {key:?} was first used at sequence {} for a different request; \
+             a key replays only the request it was first used for (same RPC, indicators \
+             and fields): use a new key for a new request",
+            hit.first_sequence
+        ))),
+        _ => Ok(hit),
+    }
 }
 
 fn change_key(change: &Change) -> &IndicatorKey {
@@ -460,6 +487,7 @@ mod tests {
         let stored = IdempotentHit {
             first_sequence: 7,
             count: 1,
+            fingerprint: Some(fingerprint::of(&submissions[2].changes)),
         };
         let group = plan(
             &submissions,
@@ -484,6 +512,53 @@ mod tests {
                 .as_ref()
                 .map(|m| m.key.as_str()),
             Some("k1")
+        );
+    }
+
+    #[test]
+    fn an_idempotency_key_reused_for_another_request_is_refused_naming_its_first_use() {
+        let submissions = [
+            publish("bank-a", "+919876543210", Tlp::Green, Some("k1")),
+            publish("bank-a", "+919811111111", Tlp::Green, Some("k1")),
+            publish("bank-a", "+919822222222", Tlp::Green, Some("stored")),
+            publish("bank-a", "+919833333333", Tlp::Green, Some("legacy")),
+        ];
+        let stored = IdempotentHit {
+            first_sequence: 7,
+            count: 1,
+            fingerprint: Some(fingerprint::of(&submissions[0].changes)),
+        };
+        // A key stored before fingerprints (log record v1) replays whatever comes.
+        let legacy = IdempotentHit {
+            fingerprint: None,
+            ..stored
+        };
+        let group = plan(
+            &submissions,
+            10,
+            1_000,
+            |_| None,
+            |_, key| match key {
+                "stored" => Ok(Some(stored)),
+                "legacy" => Ok(Some(legacy)),
+                _ => Ok(None),
+            },
+        );
+        assert_eq!(sequences(&group.outcomes[0]), [(11, EventType::Published)]);
+        for (index, first) in [(1, 11), (2, 7)] {
+            match &group.outcomes[index] {
+                Outcome::Refused(Error::FailedPrecondition(message)) => assert!(
+                    message.contains(&format!("first used at sequence {first}")),
+                    "{message}"
+                ),
+                other => panic!("submission {index}: expected FAILED_PRECONDITION, got {other:?}"),
+            }
+        }
+        assert!(matches!(group.outcomes[3], Outcome::Replay(hit) if hit == legacy));
+        assert_eq!(
+            group.records.len(),
+            1,
+            "refused and replayed submissions append nothing"
         );
     }
 

@@ -13,21 +13,33 @@
 //! - `audit`: the audit trail of lookups (time ms ‖ counter, both big-endian →
 //!   the entry, encoded by `audit`), in time order.
 //!
+//! Durability: sled's own `flush` on Linux ends in `sync_file_range`, which
+//! neither empties the disk's write cache nor writes the file's size, so every
+//! write that is acknowledged ([`Log::flush`], [`Log::store_org`]) then waits for
+//! a real `fdatasync` of the files sled wrote (see [`Durability`]).
+//!
 //! Must never be called from an async task directly: every call may block on disk
 //! (callers use the writer thread or `spawn_blocking`).
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::fingerprint::Fingerprint;
 use crate::indicator::{Category, EventType, IndicatorKey, Kind, Millis, Risk, Tlp};
 use crate::state::{IndicatorState, StateChange};
 use crate::wire;
 
-/// Record format version, the first byte of every record.
-const RECORD_VERSION: u8 = 1;
+/// Record format version, the first byte of every record. Version 2 adds the
+/// request's fingerprint after an idempotency mark; version 1 records still decode.
+const RECORD_VERSION: u8 = 2;
 /// Longest idempotency key, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// Key-space prefixes of the `state` tree (indicator keys start with their kind, 1..=9).
@@ -59,6 +71,8 @@ pub struct IdempotencyMark {
     pub key: String,
     /// How many events the submission produced (this one and those following).
     pub count: u32,
+    /// The submission's request (`None` in records written before fingerprints).
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// One event as stored.
@@ -76,6 +90,9 @@ pub struct Record {
 pub struct IdempotentHit {
     pub first_sequence: u64,
     pub count: u32,
+    /// The request first submitted with the key (`None` if stored before
+    /// fingerprints: such a key replays whatever is sent with it).
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// What the expiry index holds at some time (see [`Log::expiring`]).
@@ -103,6 +120,85 @@ pub struct Log {
     cursors: sled::Tree,
     orgs: sled::Tree,
     audit: sled::Tree,
+    /// The database directory (for the free space on its filesystem).
+    dir: std::sync::Arc<Path>,
+    durability: Arc<Durability>,
+}
+
+/// The files sled 0.34 writes and their real sync (`fdatasync`): the log file
+/// `db`, and the `blobs` directory, where sled puts any page too large for the
+/// log (written without a sync of its own), with the directory entries of new
+/// blob files. Snapshots (`snap.*`) are not synced here: sled rebuilds them from
+/// the log.
+struct Durability {
+    db_file: File,
+    blobs_dir: PathBuf,
+    /// Blob files already synced (sled never rewrites one; it deletes them).
+    synced_blobs: Mutex<HashSet<OsString>>,
+    /// Syncs completed (`dip_log_fsyncs_total`).
+    syncs: AtomicU64,
+}
+
+impl Durability {
+    fn open(dir: &Path) -> Result<Durability> {
+        let db_path = dir.join("db");
+        let db_file = File::open(&db_path)
+            .map_err(|e| Error::io(format!("opening {} to sync it", db_path.display()), e))?;
+        Ok(Durability {
+            db_file,
+            blobs_dir: dir.join("blobs"),
+            synced_blobs: Mutex::new(HashSet::new()),
+            syncs: AtomicU64::new(0),
+        })
+    }
+
+    /// `fdatasync` of the log file and of blob files not yet synced (and, when
+    /// there are new ones, `fsync` of the blobs directory). Counts one sync.
+    fn sync(&self) -> Result<()> {
+        self.db_file
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync of the database file", e))?;
+        self.sync_new_blobs()?;
+        self.syncs.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    fn sync_new_blobs(&self) -> Result<()> {
+        let entries = match std::fs::read_dir(&self.blobs_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("listing sled's blobs directory", e)),
+        };
+        let mut synced = self
+            .synced_blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut present = HashSet::new();
+        let mut new = false;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("listing sled's blobs directory", e))?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                match File::open(entry.path()) {
+                    Ok(file) => file
+                        .sync_data()
+                        .map_err(|e| Error::io("fdatasync of a sled blob", e))?,
+                    // Deleted by sled since it was listed: nothing to keep.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io("opening a sled blob to sync it", e)),
+                }
+                new = true;
+            }
+            present.insert(name);
+        }
+        if new {
+            File::open(&self.blobs_dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|e| Error::io("fsync of sled's blobs directory", e))?;
+        }
+        *synced = present;
+        Ok(())
+    }
 }
 
 impl Log {
@@ -112,12 +208,14 @@ impl Log {
             .cache_capacity(256 * 1024 * 1024)
             .open()?;
         Ok(Log {
+            durability: Arc::new(Durability::open(dir)?),
             events: db.open_tree("events")?,
             state: db.open_tree("state")?,
             cursors: db.open_tree("cursors")?,
             orgs: db.open_tree("orgs")?,
             audit: db.open_tree("audit")?,
             db,
+            dir: dir.into(),
         })
     }
 
@@ -139,10 +237,18 @@ impl Log {
         Ok(())
     }
 
-    /// Makes everything written so far durable (fsync).
+    /// Makes everything written so far durable: sled's flush, then a real sync
+    /// (`fdatasync`) of the files it wrote. One call serves every write before it,
+    /// so a group of writes shares one sync.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
-        Ok(())
+        self.durability.sync()
+    }
+
+    /// Real syncs completed since the log was opened (each acknowledged write
+    /// waited for one that started after it).
+    pub fn syncs(&self) -> u64 {
+        self.durability.syncs.load(Ordering::Acquire)
     }
 
     /// Records with `from <= sequence <= to`, at most `max_records` or about
@@ -211,6 +317,9 @@ impl Log {
         for entry in idempotency {
             let mut value = entry.hit.first_sequence.to_be_bytes().to_vec();
             value.extend_from_slice(&entry.hit.count.to_be_bytes());
+            if let Some(fingerprint) = &entry.hit.fingerprint {
+                value.extend_from_slice(fingerprint);
+            }
             batch.insert(idempotency_key(&entry.org_id, &entry.key), value);
         }
         batch.insert(APPLIED_KEY, &applied.to_be_bytes());
@@ -261,16 +370,21 @@ impl Log {
         let Some(value) = self.state.get(idempotency_key(org_id, key))? else {
             return Ok(None);
         };
-        if value.len() != 12 {
-            return Err(Error::Corrupt {
-                sequence: 0,
-                problem: format!("idempotency entry of {org_id} has {} bytes", value.len()),
-            });
-        }
-        let (seq, count) = value.split_at(8);
+        // 12 bytes before fingerprints were stored, 28 since.
+        let corrupt = || Error::Corrupt {
+            sequence: 0,
+            problem: format!("idempotency entry of {org_id} has {} bytes", value.len()),
+        };
+        let (seq, rest) = value.split_at_checked(8).ok_or_else(corrupt)?;
+        let (count, fingerprint) = rest.split_at_checked(4).ok_or_else(corrupt)?;
+        let fingerprint = match fingerprint.len() {
+            0 => None,
+            _ => Some(fingerprint.try_into().map_err(|_| corrupt())?),
+        };
         Ok(Some(IdempotentHit {
-            first_sequence: u64::from_be_bytes(seq.try_into().unwrap_or_default()),
-            count: u32::from_be_bytes(count.try_into().unwrap_or_default()),
+            first_sequence: u64::from_be_bytes(seq.try_into().map_err(|_| corrupt())?),
+            count: u32::from_be_bytes(count.try_into().map_err(|_| corrupt())?),
+            fingerprint,
         }))
     }
 
@@ -316,8 +430,7 @@ impl Log {
     /// Stores a run-time change of organisation `org_id` and makes it durable.
     pub fn store_org(&self, org_id: &str, change: &[u8]) -> Result<()> {
         self.orgs.insert(org_id.as_bytes(), change)?;
-        self.orgs.flush()?;
-        Ok(())
+        self.flush()
     }
 
     /// Every stored organisation change, by org id.
@@ -362,6 +475,25 @@ impl Log {
     /// Bytes the database takes on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
+    }
+
+    /// Bytes available to the hub (not root) on the filesystem that holds the database.
+    #[cfg(unix)]
+    pub fn disk_available(&self) -> Result<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let context = || format!("reading the free space of {}", self.dir.display());
+        let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes())
+            .map_err(|e| Error::io(context(), std::io::Error::other(e)))?;
+        // SAFETY: `path` is a NUL-terminated string and `stat` a zeroed statvfs
+        // that the call fills in; both outlive the call.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+            return Err(Error::io(context(), std::io::Error::last_os_error()));
+        }
+        // The field types differ between platforms (u32 on some 32-bit ones).
+        #[allow(clippy::useless_conversion)]
+        let (blocks, block_size) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
+        Ok(blocks.saturating_mul(block_size))
     }
 }
 
@@ -432,7 +564,7 @@ fn sequence_from_key(bytes: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(array))
 }
 
-/// `[version][kind][category][risk][tlp][event type][org len][org][key len][key][count u32 if key][entry]`
+/// `[version][kind][category][risk][tlp][event type][org len][org][key len][key][count u32 if key][fingerprint 16 if key][entry]`
 fn encode_record(record: &Record) -> Vec<u8> {
     let meta = &record.meta;
     let org = meta.source_org.as_bytes();
@@ -452,6 +584,7 @@ fn encode_record(record: &Record) -> Vec<u8> {
             bytes.push(mark.key.len() as u8);
             bytes.extend_from_slice(mark.key.as_bytes());
             bytes.extend_from_slice(&mark.count.to_be_bytes());
+            bytes.extend_from_slice(&mark.fingerprint.unwrap_or_default());
         }
         None => bytes.push(0),
     }
@@ -466,7 +599,7 @@ fn decode_record(sequence: u64, bytes: &[u8]) -> Result<Record> {
     };
     let mut reader = Reader { bytes, at: 0 };
     let header = reader.take(7).ok_or_else(|| corrupt("truncated header"))?;
-    if header[0] != RECORD_VERSION {
+    if header[0] != RECORD_VERSION && header[0] != 1 {
         return Err(corrupt(&format!("unknown record version {}", header[0])));
     }
     let enum_byte = |i: usize| i32::from(header[i]);
@@ -482,9 +615,17 @@ fn decode_record(sequence: u64, bytes: &[u8]) -> Result<Record> {
             .take(key_len)
             .ok_or_else(|| corrupt("truncated key"))?;
         let count = reader.take(4).ok_or_else(|| corrupt("truncated count"))?;
+        let fingerprint = match header[0] {
+            1 => None,
+            _ => reader.take(16).and_then(|f| f.try_into().ok()),
+        };
+        if header[0] != 1 && fingerprint.is_none() {
+            return Err(corrupt("truncated fingerprint"));
+        }
         Some(IdempotencyMark {
             key: String::from_utf8_lossy(key).into_owned(),
             count: u32::from_be_bytes([count[0], count[1], count[2], count[3]]),
+            fingerprint,
         })
     };
     Ok(Record {
@@ -546,6 +687,7 @@ mod tests {
         let mark = IdempotencyMark {
             key: "k-1".into(),
             count: 2,
+            fingerprint: Some([7; 16]),
         };
         let written = vec![record(1, Some(mark)), record(2, None), record(3, None)];
         log.append(&written).expect("append");
@@ -691,7 +833,7 @@ mod tests {
         );
 
         let b_extended = state("b@ok", Some(3_000), Status::Active);
-        let a_revoked = state("a@ok", Some(2_000), Status::StatusRevoked);
+        let a_revoked = state("a@ok", Some(2_000), Status::Revoked);
         log.apply_state(
             &[
                 StateChange {

@@ -5,6 +5,7 @@
 pub mod alarm;
 pub mod backend;
 pub mod expiry;
+pub mod fingerprint;
 pub mod group;
 pub mod log;
 pub mod sequencer;

@@ -158,6 +158,7 @@ fn replay(log: &Log, head: u64) -> Result<()> {
                     hit: IdempotentHit {
                         first_sequence: record.sequence,
                         count: mark.count,
+                        fingerprint: mark.fingerprint,
                     },
                 });
             }

@@ -22,9 +22,9 @@ use tonic::transport::Channel;
 use crate::fuzz::{arb_lookup_request, arb_publish_request, arb_subscribe_request};
 use crate::harness::*;
 
-const PUBLISH: &str = "/dip.v1.IndicatorHub/Publish";
-const SUBSCRIBE: &str = "/dip.v1.IndicatorHub/Subscribe";
-const LOOKUP: &str = "/dip.v1.IndicatorHub/Lookup";
+const PUBLISH: &str = "/dip.v1.IndicatorHubService/Publish";
+const SUBSCRIBE: &str = "/dip.v1.IndicatorHubService/Subscribe";
+const LOOKUP: &str = "/dip.v1.IndicatorHubService/Lookup";
 
 /// A codec that sends and receives message bodies as raw bytes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -129,7 +129,15 @@ fn expected_answer(method: &str, body: &[u8]) -> Option<(Code, String)> {
         },
         SUBSCRIBE => match proto::SubscribeRequest::decode(body) {
             Err(error) => undecodable(error),
-            Ok(request) => SubscribeCommand::try_from(request).err().and_then(refusal),
+            // Subscribe is fuzzed first, on an empty hub: any start past 0 is
+            // beyond its head.
+            Ok(request) => match SubscribeCommand::try_from(request) {
+                Err(error) => refusal(error),
+                Ok(command) => {
+                    validate::start_beyond_head(command.start, None, after_of(command.start), 0)
+                        .and_then(refusal)
+                }
+            },
         },
         LOOKUP => match proto::LookupRequest::decode(body) {
             Err(error) => undecodable(error),
@@ -138,6 +146,14 @@ fn expected_answer(method: &str, body: &[u8]) -> Option<(Code, String)> {
                 .and_then(refusal),
         },
         _ => unreachable!("only the methods above are fuzzed"),
+    }
+}
+
+/// Where a validated start puts a subscription on an empty hub.
+fn after_of(start: validate::Start) -> u64 {
+    match start {
+        validate::Start::After(sequence) => sequence,
+        validate::Start::Default | validate::Start::Now => 0,
     }
 }
 
@@ -190,7 +206,7 @@ fn arbitrary_request_bodies_get_the_status_their_content_deserves() {
     // The runner takes an `Fn`: counters live in cells.
     let stored = std::cell::Cell::new(0u64);
     let answers = std::cell::RefCell::new(std::collections::BTreeMap::<String, usize>::new());
-    for method in [PUBLISH, SUBSCRIBE, LOOKUP] {
+    for method in [SUBSCRIBE, PUBLISH, LOOKUP] {
         let mut runner = TestRunner::new(ProptestConfig {
             cases: 64,
             failure_persistence: None,
@@ -584,7 +600,7 @@ async fn broken_grpc_framing_is_refused_and_the_hub_keeps_serving() {
         ),
         (
             "a method the hub does not have",
-            "/dip.v1.IndicatorHub/DropAllTables",
+            "/dip.v1.IndicatorHubService/DropAllTables",
             &[0, 0, 0, 0, 0],
             Code::Unimplemented,
             "",

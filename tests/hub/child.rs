@@ -2,7 +2,8 @@
 //! that need a process (kill -9, signals, the command line's settings).
 //!
 //! Address contract (the same as the benchmark's): the hub prints
-//! `server::LISTENING_PREFIX` and its bound address on stdout once it listens.
+//! `server::LISTENING_PREFIX` and its bound address on stdout once it answers
+//! (database open, state view replayed).
 //! Its JSON log lines (stderr) are kept, so a test can wait for one by message.
 //! Must never leave the child running: dropping a `ChildHub` kills it.
 

@@ -307,7 +307,10 @@ async fn lifecycle(
                 reason: format!("withdrawn by {org}"),
                 idempotency_key: String::new(),
             };
-            (value, client.revoke(request).await)
+            (
+                value,
+                client.revoke(request).await.map(|r| r.into_inner().events),
+            )
         }
         FollowUp::Action(value) => {
             let request = proto::ReportActionRequest {
@@ -317,18 +320,23 @@ async fn lifecycle(
                 note: format!("handled by {org}"),
                 idempotency_key: String::new(),
             };
-            (value, client.report_action(request).await)
+            (
+                value,
+                client
+                    .report_action(request)
+                    .await
+                    .map(|r| r.into_inner().events),
+            )
         }
     };
     match answer {
-        Ok(response) => {
-            let response = response.into_inner();
-            assert_eq!(response.events.len(), 1, "{org}: one lifecycle event");
+        Ok(events) => {
+            assert_eq!(events.len(), 1, "{org}: one lifecycle event");
             shared
                 .acks
                 .lock()
                 .unwrap()
-                .extend(response.events.iter().map(|event| Ack {
+                .extend(events.iter().map(|event| Ack {
                     sequence: event.sequence,
                     event_id: event.event_id.clone(),
                     value: value.clone(),
@@ -584,7 +592,7 @@ async fn acknowledged_events_survive_kill_9_in_order_once_and_the_state_replays(
             .unwrap();
         let last = history.last().unwrap();
         let status = if last.r#type == EventType::Revoked as i32 {
-            proto::IndicatorStatus::StatusRevoked
+            proto::IndicatorStatus::Revoked
         } else {
             proto::IndicatorStatus::Active
         };

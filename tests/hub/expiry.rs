@@ -82,7 +82,7 @@ async fn the_hub_expires_an_indicator_when_its_valid_until_passes() {
     assert_eq!(event.sequence, published.events[0].sequence + 1);
 
     let state = lookup(&mut regulator, &phone(1)).await;
-    assert_eq!(state.status, IndicatorStatus::StatusExpired as i32);
+    assert_eq!(state.status, IndicatorStatus::Expired as i32);
     assert_eq!(state.history_length, 2);
 
     // An expired indicator takes no more lifecycle events ...
@@ -164,7 +164,7 @@ async fn extended_or_revoked_indicators_do_not_expire_at_the_old_time() {
     );
     assert_eq!(
         lookup(&mut regulator, &phone(2)).await.status,
-        IndicatorStatus::StatusRevoked as i32
+        IndicatorStatus::Revoked as i32
     );
 }
 
@@ -200,7 +200,7 @@ async fn an_indicator_whose_time_passed_while_the_hub_was_down_expires_at_restar
     assert_eq!(event.indicator.as_ref().expect("indicator").value, phone(1));
     assert_eq!(event.sequence, published.events[0].sequence + 1);
     let state = lookup(&mut regulator, &phone(1)).await;
-    assert_eq!(state.status, IndicatorStatus::StatusExpired as i32);
+    assert_eq!(state.status, IndicatorStatus::Expired as i32);
 }
 
 /// Many indicators due at once (several scan batches): each expires exactly once,
@@ -243,7 +243,7 @@ async fn many_indicators_due_at_once_all_expire_exactly_once() {
     for n in [0, COUNT / 2, COUNT - 1] {
         assert_eq!(
             lookup(&mut regulator, &phone(n)).await.status,
-            IndicatorStatus::StatusExpired as i32
+            IndicatorStatus::Expired as i32
         );
     }
 }

@@ -10,8 +10,8 @@ use dip_hub::client::{self, ClientCerts};
 use dip_hub::config::{Config, TlsFiles};
 use dip_hub::pki::{self, DevPkiPaths};
 use dip_hub::proto;
-use dip_hub::proto::admin_client::AdminClient;
-use dip_hub::proto::indicator_hub_client::IndicatorHubClient;
+use dip_hub::proto::admin_service_client::AdminServiceClient;
+use dip_hub::proto::indicator_hub_service_client::IndicatorHubServiceClient;
 use dip_hub::server::{Controls, Listeners};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-pub type Client = IndicatorHubClient<Channel>;
+pub type Client = IndicatorHubServiceClient<Channel>;
 
 /// The registry every test hub starts with (the development one).
 pub const REGISTRY: &str = include_str!("../../certs/orgs.toml");
@@ -61,11 +61,36 @@ impl TestPki {
     }
 }
 
+/// Listeners a test hub serves beside gRPC.
+#[derive(Clone, Copy, Default)]
+struct Extra {
+    /// Prometheus metrics ([`TestHub::start_ops`]).
+    metrics: bool,
+    /// TAXII 2.1 ([`TestHub::start_taxii`]).
+    taxii: bool,
+}
+
+/// A loopback listener on any port, if `wanted`.
+async fn bind_if(wanted: bool) -> Option<TcpListener> {
+    match wanted {
+        true => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind")),
+        false => None,
+    }
+}
+
+fn port_of(listener: &Option<TcpListener>) -> Option<u16> {
+    listener
+        .as_ref()
+        .map(|l| l.local_addr().expect("addr").port())
+}
+
 /// Upper bound for anything that should happen at once.
 pub const SOON: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The real hub, in process, on ephemeral loopback ports: the gRPC listener,
-/// and with [`TestHub::start_ops`] a Prometheus listener too; a reload trigger
+/// with [`TestHub::start_ops`] a Prometheus listener too, with
+/// [`TestHub::start_taxii`] a TAXII 2.1 listener; it is handed out once health
+/// says SERVING (see [`wait_until_serving`]); a reload trigger
 /// (what SIGHUP does) and a shutdown trigger.
 pub struct TestHub {
     pub pki: Arc<TestPki>,
@@ -73,6 +98,9 @@ pub struct TestHub {
     pub port: u16,
     /// The metrics listener's port ([`TestHub::start_ops`] only).
     pub metrics_port: Option<u16>,
+    /// The TAXII 2.1 listener's port ([`TestHub::start_taxii`] and
+    /// [`TestHub::start_taxii_with`] only).
+    pub taxii_port: Option<u16>,
     /// Reloads TLS credentials and CRLs.
     pub reload: mpsc::Sender<()>,
     stop: Option<oneshot::Sender<()>>,
@@ -92,7 +120,37 @@ impl TestHub {
         data: Arc<TempDir>,
         tweak: impl FnOnce(&mut Config),
     ) -> TestHub {
-        TestHub::launch(pki, data, tweak, false).await
+        TestHub::launch(pki, data, 0, tweak, Extra::default()).await
+    }
+
+    /// A hub on an existing PKI and database, listening on `port` (0: any), e.g.
+    /// the port of a hub just stopped, so that clients reconnect to the same address.
+    pub async fn start_at(
+        pki: Arc<TestPki>,
+        data: Arc<TempDir>,
+        port: u16,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestHub {
+        TestHub::launch(pki, data, port, tweak, Extra::default()).await
+    }
+
+    /// A hub with a fresh PKI and an empty database that also serves TAXII 2.1.
+    pub async fn start_taxii() -> TestHub {
+        let data = Arc::new(tempfile::tempdir().expect("temp dir"));
+        TestHub::start_taxii_with(TestPki::new(), data, |_| {}).await
+    }
+
+    /// [`TestHub::start_with`], serving TAXII 2.1 as well.
+    pub async fn start_taxii_with(
+        pki: Arc<TestPki>,
+        data: Arc<TempDir>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestHub {
+        let extra = Extra {
+            taxii: true,
+            metrics: false,
+        };
+        TestHub::launch(pki, data, 0, tweak, extra).await
     }
 
     /// [`TestHub::start_with`], with a metrics listener as well.
@@ -101,14 +159,19 @@ impl TestHub {
         data: Arc<TempDir>,
         tweak: impl FnOnce(&mut Config),
     ) -> TestHub {
-        TestHub::launch(pki, data, tweak, true).await
+        let extra = Extra {
+            metrics: true,
+            taxii: false,
+        };
+        TestHub::launch(pki, data, 0, tweak, extra).await
     }
 
     async fn launch(
         pki: Arc<TestPki>,
         data: Arc<TempDir>,
+        port: u16,
         tweak: impl FnOnce(&mut Config),
-        with_metrics: bool,
+        extra: Extra,
     ) -> TestHub {
         let mut config = Config::new(
             data.path().join("db"),
@@ -116,15 +179,12 @@ impl TestHub {
             pki.registry(),
         );
         tweak(&mut config);
-        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let dev_ca = TlsFiles::dev(&pki.pki_dir()).ca_cert;
+        let own_tls = config.tls.ca_cert != dev_ca;
+        let grpc = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
         let port = grpc.local_addr().expect("addr").port();
-        let metrics = match with_metrics {
-            true => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind")),
-            false => None,
-        };
-        let metrics_port = metrics
-            .as_ref()
-            .map(|m| m.local_addr().expect("addr").port());
+        let metrics = bind_if(extra.metrics).await;
+        let taxii = bind_if(extra.taxii).await;
         let (stop, stopped) = oneshot::channel::<()>();
         let (reload, reloads) = mpsc::channel(1);
         let controls = Controls {
@@ -132,21 +192,32 @@ impl TestHub {
                 let _ = stopped.await;
             }),
             reload: Some(reloads),
+            ready: None,
         };
-        let task = tokio::spawn(dip_hub::server::serve(
-            config,
-            Listeners { grpc, metrics },
-            controls,
-        ));
-        TestHub {
+        let hub = TestHub {
             pki,
             data,
             port,
-            metrics_port,
+            metrics_port: port_of(&metrics),
+            taxii_port: port_of(&taxii),
             reload,
             stop: Some(stop),
-            task,
+            task: tokio::spawn(dip_hub::server::serve(
+                config,
+                Listeners {
+                    grpc,
+                    metrics,
+                    taxii,
+                },
+                controls,
+            )),
+        };
+        // A hub on TLS files of its own (security tests) is not waited for: its
+        // tests connect with certificates the harness does not hold.
+        if !own_tls {
+            wait_until_serving(&hub.url(), &hub.pki.certs("mumbai-police")).await;
         }
+        hub
     }
 
     pub fn url(&self) -> String {
@@ -173,8 +244,8 @@ impl TestHub {
     }
 
     /// An Admin client acting as `org`.
-    pub async fn admin(&self, org: &str) -> AdminClient<Channel> {
-        AdminClient::new(self.channel(org).await)
+    pub async fn admin(&self, org: &str) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel(org).await)
     }
 
     /// Starts the graceful shutdown without waiting for it.
@@ -249,6 +320,24 @@ pub async fn publish(
         .into_inner()
 }
 
+/// Revokes an indicator (reason "false positive"); panics when refused.
+pub async fn revoke_indicator(
+    client: &mut Client,
+    kind: proto::IndicatorKind,
+    value: &str,
+) -> proto::RevokeResponse {
+    client
+        .revoke(proto::RevokeRequest {
+            kind: kind as i32,
+            value: value.into(),
+            reason: "false positive".into(),
+            idempotency_key: String::new(),
+        })
+        .await
+        .expect("revoke accepted")
+        .into_inner()
+}
+
 pub fn subscribe_request(after_sequence: u64) -> proto::SubscribeRequest {
     proto::SubscribeRequest {
         after_sequence,
@@ -271,4 +360,37 @@ pub async fn collect_events(
         events.extend(message.events);
     }
     events
+}
+
+/// Waits (at most 60 s) until the hub's health says SERVING: during start-up it
+/// answers NOT_SERVING and its RPCs UNAVAILABLE. Follows health's Watch stream,
+/// which tells each change of status.
+pub async fn wait_until_serving(url: &str, certs: &ClientCerts) {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let watch = async {
+        let channel = client::channel(url, certs).await.expect("connects");
+        let mut health = HealthClient::new(channel);
+        // A watch made during start-up may end when the hub switches to serving
+        // (its connection is sent GOAWAY): watch again, a bounded number of times.
+        for _attempt in 0..100 {
+            let request = HealthCheckRequest {
+                service: String::new(),
+            };
+            let Ok(statuses) = health.watch(request).await else {
+                continue;
+            };
+            let mut statuses = statuses.into_inner();
+            while let Ok(Some(answer)) = statuses.message().await {
+                if answer.status == ServingStatus::Serving as i32 {
+                    return;
+                }
+            }
+        }
+        panic!("the health watch failed 100 times before SERVING");
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), watch)
+        .await
+        .expect("the hub serves within 60 s");
 }

@@ -45,7 +45,7 @@ pub async fn revoke(
     value: &str,
     reason: &str,
     idempotency_key: &str,
-) -> Result<proto::EventsResponse, tonic::Status> {
+) -> Result<proto::RevokeResponse, tonic::Status> {
     client
         .revoke(proto::RevokeRequest {
             kind: IndicatorKind::PhoneNumber as i32,
@@ -62,7 +62,7 @@ pub async fn report_action(
     value: &str,
     action: ActionType,
     note: &str,
-) -> Result<proto::EventsResponse, tonic::Status> {
+) -> Result<proto::ReportActionResponse, tonic::Status> {
     client
         .report_action(proto::ReportActionRequest {
             kind: IndicatorKind::PhoneNumber as i32,
@@ -182,11 +182,11 @@ async fn only_the_source_or_the_regulator_revokes() {
         .expect("the regulator revokes");
 
     let one = state(&mut bank, &phone(1)).await;
-    assert_eq!(one.status, IndicatorStatus::StatusRevoked as i32);
+    assert_eq!(one.status, IndicatorStatus::Revoked as i32);
     assert_eq!(one.revoke_reason, "false positive: a hospital");
     assert_eq!(one.history_length, 2);
     let two = state(&mut bank, &phone(2)).await;
-    assert_eq!(two.status, IndicatorStatus::StatusRevoked as i32);
+    assert_eq!(two.status, IndicatorStatus::Revoked as i32);
     assert_eq!(two.revoke_reason, "court order");
 
     let again = revoke(&mut police, &phone(1), "again", "")
@@ -327,6 +327,29 @@ async fn publish_keyed(
         .into_inner()
 }
 
+/// The refusal of an idempotency key reused for a different request.
+async fn key_reused(
+    result: Result<tonic::Response<impl std::fmt::Debug>, tonic::Status>,
+    key: &str,
+    first: u64,
+) {
+    let status = result.expect_err("a reused key with a different request is refused");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().starts_with(&format!(
+            "idempotency_key: {key:?} was first used at sequence {first} for a different request"
+        )),
+        "{}",
+        status.message()
+    );
+}
+
+/// Regression: an idempotency key reused for a different request (Publish with
+/// key K, then Revoke with K; or other indicators) answered OK with
+/// `replayed = true` and the first request's answer, and did nothing. The key is
+/// now bound to the fingerprint of the validated request: the same request
+/// replays the original answer (also after a restart), any other is refused with
+/// FAILED_PRECONDITION naming the key and the sequence it was first used at.
 #[tokio::test]
 async fn the_same_org_and_idempotency_key_replays_the_original_answer_also_after_a_restart() {
     let hub = TestHub::start().await;
@@ -347,17 +370,57 @@ async fn the_same_org_and_idempotency_key_replays_the_original_answer_also_after
         vec![1, 2]
     );
 
-    // Same key again, even with other content: the original answer, nothing new.
-    let replay = publish_keyed(&mut police, "case-17", vec![phone_indicator(3)]).await;
+    // Same key, same request: the original answer, nothing new.
+    let replay = publish_keyed(
+        &mut police,
+        "case-17",
+        vec![phone_indicator(1), phone_indicator(2)],
+    )
+    .await;
     assert!(replay.replayed);
     assert_eq!(
         replay.events, original.events,
         "same sequences, event ids and types"
     );
+    // Same key, another request: other indicators, another field, another RPC.
+    let keyed = |indicators| proto::PublishRequest {
+        indicators,
+        idempotency_key: "case-17".into(),
+    };
+    key_reused(
+        police.publish(keyed(vec![phone_indicator(3)])).await,
+        "case-17",
+        1,
+    )
+    .await;
+    let mut riskier = phone_indicator(2);
+    riskier.risk = Risk::VeryHigh as i32;
+    key_reused(
+        police
+            .publish(keyed(vec![phone_indicator(1), riskier]))
+            .await,
+        "case-17",
+        1,
+    )
+    .await;
+    key_reused(
+        revoke(&mut police, &phone(1), "closed", "case-17")
+            .await
+            .map(tonic::Response::new),
+        "case-17",
+        1,
+    )
+    .await;
     assert!(
         !lookup(&mut police, IndicatorKind::PhoneNumber, &phone(3))
             .await
             .found
+    );
+    assert!(
+        lookup(&mut police, IndicatorKind::PhoneNumber, &phone(1))
+            .await
+            .found,
+        "the refused revoke revoked nothing"
     );
 
     // Another organisation's keys are its own.
@@ -380,9 +443,25 @@ async fn the_same_org_and_idempotency_key_replays_the_original_answer_also_after
     let (pki, data) = hub.stop().await;
     let hub = TestHub::start_with(pki, data, |_| {}).await;
     let mut police = hub.client("mumbai-police").await;
-    let after_restart = publish_keyed(&mut police, "case-17", vec![phone_indicator(5)]).await;
+    let after_restart = publish_keyed(
+        &mut police,
+        "case-17",
+        vec![phone_indicator(1), phone_indicator(2)],
+    )
+    .await;
     assert!(after_restart.replayed);
     assert_eq!(after_restart.events, original.events);
+    key_reused(
+        police
+            .publish(proto::PublishRequest {
+                indicators: vec![phone_indicator(5)],
+                idempotency_key: "case-17".into(),
+            })
+            .await,
+        "case-17",
+        1,
+    )
+    .await;
     assert_eq!(
         next_sequence(&hub, 1).await,
         5,

@@ -123,10 +123,11 @@ async fn a_client_without_a_certificate_is_refused_in_the_tls_handshake() {
     let outcome = match channel {
         Err(error) => format!("connect: {error:?}"),
         Ok(channel) => {
-            let status = proto::indicator_hub_client::IndicatorHubClient::new(channel)
-                .publish(one_phone(1))
-                .await
-                .expect_err("no certificate, no service");
+            let status =
+                proto::indicator_hub_service_client::IndicatorHubServiceClient::new(channel)
+                    .publish(one_phone(1))
+                    .await
+                    .expect_err("no certificate, no service");
             assert_eq!(status.code(), Code::Unknown, "{status:?}");
             status_chain(&status)
         }

@@ -3,6 +3,7 @@
 //! caught up, slow subscribers that hold back nobody and still get everything,
 //! and snapshots that, followed by a subscription, stay exact.
 
+use dip_hub::proto::ValueName;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -108,7 +109,7 @@ fn readme_digest<'a>(keys: impl IntoIterator<Item = (&'a str, &'a str)>) -> Stri
 fn kind_name(kind: i32) -> &'static str {
     IndicatorKind::try_from(kind)
         .expect("known kind")
-        .as_str_name()
+        .short_name()
 }
 
 async fn snapshot(client: &mut Client, filter: proto::Filter) -> dip_hub::client::Snapshot {
@@ -703,4 +704,73 @@ async fn a_snapshot_then_a_subscription_from_its_sequence_stays_exact() {
     assert_eq!(active, local.len());
     assert!(local.len() > first.indicators.len());
     assert_eq!(last_snapshot.as_of_sequence, head);
+}
+
+/// The status of a Subscribe refused before any message.
+async fn refused(client: &mut Client, request: proto::SubscribeRequest) -> tonic::Status {
+    match tokio::time::timeout(PATIENCE, client.subscribe(request))
+        .await
+        .expect("an answer within the time limit")
+    {
+        Ok(_) => panic!("a Subscribe past the head was accepted"),
+        Err(status) => status,
+    }
+}
+
+/// Regression: `Subscribe(after_sequence = head + 100)` was accepted, heartbeats
+/// claimed `delivered_through = head + 100` and the next 100 events never reached
+/// the stream (a client resuming against a hub restored from an older backup, or
+/// the wrong hub, lost them silently). Every start position past the head is now
+/// OUT_OF_RANGE naming the hub's head: after_sequence, a snapshot's as_of
+/// sequence beyond it, and a consumer's stored cursor.
+#[tokio::test]
+async fn resuming_past_the_head_is_out_of_range_naming_the_head() {
+    let hub = TestHub::start().await;
+    let mut police = hub.client("mumbai-police").await;
+    publish(&mut police, (1..=3).map(phone_indicator).collect()).await;
+    let mut bank = hub.client("alpha-bank").await;
+
+    let status = refused(&mut bank, subscribe_request(103)).await;
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().starts_with("after_sequence: is 103")
+            && status.message().contains("newest durable sequence 3"),
+        "{}",
+        status.message()
+    );
+
+    // Snapshot then subscribe: exact at as_of, refused beyond it.
+    let snap = snapshot(&mut bank, proto::Filter::default()).await;
+    assert_eq!(snap.as_of_sequence, 3);
+    let status = refused(&mut bank, subscribe_request(snap.as_of_sequence + 1)).await;
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    let mut exact = subscribe(&mut bank, subscribe_request(snap.as_of_sequence)).await;
+    publish(&mut police, vec![phone_indicator(4)]).await;
+    let events = collect_events(&mut exact, 1).await;
+    assert_eq!(events[0].sequence, 4);
+    drop(exact);
+
+    // A consumer's cursor past the head (e.g. the database restored from a
+    // backup older than the cursor's ack): written with the hub stopped.
+    ack(&mut bank, "desk", 4).await.expect("ack at the head");
+    let (pki, data) = hub.stop().await;
+    {
+        let log = dip_hub::log::Log::open(&data.path().join("db")).expect("open the log");
+        log.set_cursors(&[("alpha-bank".into(), "desk".into(), 40)])
+            .expect("cursor");
+        log.flush().expect("flush");
+    }
+    let hub = TestHub::start_with(pki, data, |_| {}).await;
+    let mut bank = hub.client("alpha-bank").await;
+    let status = refused(&mut bank, consumer_request("desk")).await;
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("consumer: desk's acknowledged sequence is 40")
+            && status.message().contains("newest durable sequence 4"),
+        "{}",
+        status.message()
+    );
+    hub.stop().await;
 }

@@ -44,17 +44,17 @@ pub struct Plan {
 /// Sent to subscribers once publishing is over: the last sequence and until when
 /// they may take to receive it.
 #[derive(Clone, Copy, Debug)]
-struct End {
-    last: u64,
-    deadline: Instant,
+pub(super) struct End {
+    pub(super) last: u64,
+    pub(super) deadline: Instant,
 }
 
 /// What one subscriber saw.
-struct Seen {
-    check: SequenceCheck,
-    latency: Histogram<u64>,
-    last_delivery: Option<Instant>,
-    error: Option<anyhow::Error>,
+pub(super) struct Seen {
+    pub(super) check: SequenceCheck,
+    pub(super) latency: Histogram<u64>,
+    pub(super) last_delivery: Option<Instant>,
+    pub(super) error: Option<anyhow::Error>,
 }
 
 pub async fn run(
@@ -149,18 +149,22 @@ pub async fn run(
     Ok(outcome)
 }
 
-struct Published {
+pub(super) struct Published {
     /// Events acknowledged; on a fresh hub they are sequences 1..=acked.
-    acked: u64,
-    requests: u64,
-    errors: u64,
+    pub(super) acked: u64,
+    pub(super) requests: u64,
+    pub(super) errors: u64,
+    /// Each Publish's time to its answer.
+    pub(super) ack_latency: Histogram<u64>,
 }
 
 /// Publishes `rate` events per second for the plan's duration: at each wake-up,
 /// the events due by then go out in one request (at most `max_batch` each),
 /// without waiting for earlier answers (at most `in_flight` outstanding).
-async fn publish_paced(
-    client: dip_hub::proto::indicator_hub_client::IndicatorHubClient<tonic::transport::Channel>,
+pub(super) async fn publish_paced(
+    client: dip_hub::proto::indicator_hub_service_client::IndicatorHubServiceClient<
+        tonic::transport::Channel,
+    >,
     workload: &Workload,
     plan: Plan,
 ) -> Published {
@@ -188,9 +192,10 @@ async fn publish_paced(
             };
             let mut client = client.clone();
             requests.spawn(async move {
+                let asked = Instant::now();
                 let answer = client.publish(request).await;
                 drop(slot);
-                answer.map(|r| r.into_inner().events.len() as u64)
+                answer.map(|r| (r.into_inner().events.len() as u64, asked.elapsed()))
             });
             sent += count;
         }
@@ -201,12 +206,14 @@ async fn publish_paced(
         acked: 0,
         requests: 0,
         errors: 0,
+        ack_latency: report::histogram(),
     };
     while let Some(answer) = requests.join_next().await {
         match answer {
-            Ok(Ok(events)) => {
+            Ok(Ok((events, took))) => {
                 published.acked += events;
                 published.requests += 1;
+                report::record(&mut published.ack_latency, took.as_micros() as u64);
             }
             Ok(Err(status)) => {
                 tracing::warn!(%status, "a paced publish failed");
@@ -223,7 +230,7 @@ async fn publish_paced(
 
 /// Reads one subscriber's stream until it has every published sequence, the
 /// drain deadline passes, or the stream ends.
-async fn read(
+pub(super) async fn read(
     mut stream: tonic::Streaming<receive::LightResponse>,
     mut end: watch::Receiver<Option<End>>,
 ) -> Seen {

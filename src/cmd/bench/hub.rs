@@ -23,7 +23,7 @@ use dip_hub::client::{self, ClientCerts};
 use crate::cmd::io_error;
 use dip_hub::pki;
 use dip_hub::proto;
-use dip_hub::proto::indicator_hub_client::IndicatorHubClient;
+use dip_hub::proto::indicator_hub_service_client::IndicatorHubServiceClient;
 use dip_hub::server::LISTENING_PREFIX;
 
 /// How long a stopping hub may take to drain before it is killed.
@@ -41,19 +41,26 @@ pub fn subscriber_org(n: usize) -> String {
     format!("bench-sub-{n:03}")
 }
 
-/// A registry listing `publishers` law-enforcement and `subscribers` bank organisations.
+/// The benchmark measures the hub's capacity, not its per-organisation limits:
+/// every benchmark organisation may use far more than a role's default.
+const BENCH_LIMITS: &str = "limits = { connections = 10000, subscribe_streams = 10000, \
+    snapshots = 100, publishes_in_flight = 100000, publish_events_per_second = 10000000, \
+    publish_burst = 10000000, lookups_per_second = 10000000 }\n";
+
+/// A registry listing `publishers` law-enforcement and `subscribers` bank
+/// organisations, with limits far above the roles' defaults.
 pub fn registry_toml(publishers: usize, subscribers: usize) -> String {
     let mut text = String::from("# Written by `dip-hub bench`.\n");
     for n in 1..=publishers {
         let id = publisher_org(n);
         text.push_str(&format!(
-            "\n[[org]]\nid = \"{id}\"\nname = \"Benchmark publisher {n}\"\nrole = \"LAW_ENFORCEMENT\"\n"
+            "\n[[org]]\nid = \"{id}\"\nname = \"Benchmark publisher {n}\"\nrole = \"LAW_ENFORCEMENT\"\n{BENCH_LIMITS}"
         ));
     }
     for n in 1..=subscribers {
         let id = subscriber_org(n);
         text.push_str(&format!(
-            "\n[[org]]\nid = \"{id}\"\nname = \"Benchmark subscriber {n}\"\nrole = \"BANK\"\n"
+            "\n[[org]]\nid = \"{id}\"\nname = \"Benchmark subscriber {n}\"\nrole = \"BANK\"\n{BENCH_LIMITS}"
         ));
     }
     text
@@ -199,7 +206,11 @@ impl ChildHub {
     }
 
     /// A client acting as `org`, on a connection of its own.
-    pub async fn client(&self, bench: &BenchDir, org: &str) -> Result<IndicatorHubClient<Channel>> {
+    pub async fn client(
+        &self,
+        bench: &BenchDir,
+        org: &str,
+    ) -> Result<IndicatorHubServiceClient<Channel>> {
         Ok(client::connect(&self.url, &bench.certs(org)).await?)
     }
 

@@ -7,10 +7,13 @@
 //! disturb each other and the hub's peak memory is its own. Scenarios:
 //! [`publish`] (durable publish, ack latency), [`fanout`] (paced publisher, many
 //! subscribers, end-to-end latency, loss), [`catchup`] (a new subscriber reading
-//! a long log) and [`lookup`]. Figures are collected as [`report::Outcome`]s.
+//! a long log), [`lookup`] and [`abuse`] (one member's stalled streams while
+//! another publishes and a third reads: the hub's memory and the honest member's
+//! latency). Figures are collected as [`report::Outcome`]s.
 //! Must never reach into the hub's internals: it is a client like any other, and
 //! everything it starts is bounded in time and stopped at the end.
 
+pub mod abuse;
 pub mod catchup;
 pub mod fanout;
 pub mod hub;
@@ -41,6 +44,7 @@ pub enum ScenarioChoice {
     Fanout,
     Catchup,
     Lookup,
+    Abuse,
     All,
 }
 
@@ -136,6 +140,19 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     pub lookup_secs: u64,
 
+    /// abuse: Subscribe streams the misbehaving member opens from sequence 0 and never reads.
+    #[arg(long, default_value_t = 1000)]
+    pub abuse_streams: usize,
+    /// abuse: connections those streams share.
+    #[arg(long, default_value_t = 10)]
+    pub abuse_connections: usize,
+    /// abuse: events another member publishes meanwhile.
+    #[arg(long, default_value_t = 60_000)]
+    pub abuse_events: u64,
+    /// abuse: the publisher's pace, events/s.
+    #[arg(long, default_value_t = 2_000)]
+    pub abuse_rate: u64,
+
     /// Seconds each hub child process gets to start and answer.
     #[arg(long, default_value_t = 60)]
     pub startup_secs: u64,
@@ -148,6 +165,8 @@ const MAX_CONNECTIONS: usize = 5_000;
 const MAX_SECS: u64 = 3_600;
 /// Most events the catch-up scenario writes.
 const MAX_CATCHUP_EVENTS: u64 = 100_000_000;
+/// Most stalled streams in the abuse scenario.
+const MAX_ABUSE_STREAMS: u64 = 100_000;
 /// Smallest indicator: room for the value, the enums and a send-time stamp.
 const MIN_INDICATOR_BYTES: usize = 64;
 
@@ -243,6 +262,20 @@ impl BenchArgs {
             MAX_CONNECTIONS as u64,
         )?;
         check("--lookup-secs", self.lookup_secs, 1, MAX_SECS)?;
+        check(
+            "--abuse-streams",
+            self.abuse_streams as u64,
+            1,
+            MAX_ABUSE_STREAMS,
+        )?;
+        check(
+            "--abuse-connections",
+            self.abuse_connections as u64,
+            1,
+            self.abuse_streams as u64,
+        )?;
+        check("--abuse-events", self.abuse_events, 1, MAX_CATCHUP_EVENTS)?;
+        check("--abuse-rate", self.abuse_rate, 1, 1_000_000)?;
         check("--startup-secs", self.startup_secs, 1, MAX_SECS)?;
         Ok(())
     }
@@ -263,6 +296,10 @@ impl BenchArgs {
         }
         if self.runs(ScenarioChoice::Lookup) {
             subscribers = subscribers.max(self.lookup_clients);
+        }
+        if self.runs(ScenarioChoice::Abuse) {
+            // The misbehaving member and the honest one.
+            subscribers = subscribers.max(2);
         }
         (publishers, subscribers)
     }
@@ -416,6 +453,21 @@ pub async fn measure(args: &BenchArgs) -> Result<Report> {
         };
         let hub = ChildHub::start(&bench, "lookup", startup).await?;
         let outcome = lookup::run(&hub, &bench, &workload, plan).await;
+        outcomes.push(finish(hub, outcome).await?);
+    }
+    if args.runs(ScenarioChoice::Abuse) {
+        let plan = abuse::Plan {
+            streams: args.abuse_streams,
+            connections: args.abuse_connections,
+            events: args.abuse_events,
+            rate: args.abuse_rate,
+            max_batch: args.fanout_max_batch,
+            in_flight: args.fanout_in_flight,
+            drain: Duration::from_secs(args.drain_secs),
+            indicator_bytes: args.indicator_bytes,
+        };
+        let hub = ChildHub::start(&bench, "abuse", startup).await?;
+        let outcome = abuse::run(&hub, &bench, &workload, plan).await;
         outcomes.push(finish(hub, outcome).await?);
     }
 

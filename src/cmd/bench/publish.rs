@@ -18,7 +18,7 @@ use anyhow::{Result, anyhow};
 
 use crate::cmd::remote;
 use dip_hub::proto;
-use dip_hub::proto::indicator_hub_client::IndicatorHubClient;
+use dip_hub::proto::indicator_hub_service_client::IndicatorHubServiceClient;
 
 use super::Workload;
 use super::hub::{BenchDir, ChildHub, publisher_org};
@@ -111,7 +111,7 @@ pub async fn run(
 
 /// Publishes batches of new indicators one at a time until `deadline`.
 async fn publisher(
-    mut client: IndicatorHubClient<Channel>,
+    mut client: IndicatorHubServiceClient<Channel>,
     workload: Workload,
     batch: usize,
     numbers: Arc<AtomicU64>,

@@ -61,7 +61,7 @@ pub async fn subscribe(
         .await
         .map_err(|e| anyhow!("the hub connection is not ready: {e}"))?;
     let codec = tonic_prost::ProstCodec::<proto::SubscribeRequest, LightResponse>::default();
-    let path = PathAndQuery::from_static("/dip.v1.IndicatorHub/Subscribe");
+    let path = PathAndQuery::from_static("/dip.v1.IndicatorHubService/Subscribe");
     let response = grpc
         .server_streaming(tonic::Request::new(request), path, codec)
         .await

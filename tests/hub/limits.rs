@@ -1,0 +1,306 @@
+//! Per-organisation limits through the real server: beyond a limit the call is
+//! RESOURCE_EXHAUSTED naming the limit and its value, everyone else is served,
+//! and the regulator's overrides apply at once and survive a restart.
+
+use std::time::Duration;
+
+use dip_hub::client;
+use dip_hub::proto;
+use dip_hub::proto::admin_service_client::AdminServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::harness::{TestHub, phone_indicator, publish, subscribe_request};
+
+/// How long the hub may take to notice that a client went away.
+const RELEASE_DEADLINE: Duration = Duration::from_secs(10);
+
+async fn admin(hub: &TestHub) -> AdminServiceClient<Channel> {
+    let channel = client::channel(&hub.url(), &hub.pki.certs("dot-regulator"))
+        .await
+        .expect("the regulator connects");
+    AdminServiceClient::new(channel)
+}
+
+async fn set_limits(hub: &TestHub, id: &str, limits: proto::OrgLimits) -> proto::Org {
+    admin(hub)
+        .await
+        .set_org_limits(proto::SetOrgLimitsRequest {
+            id: id.into(),
+            limits: Some(limits),
+        })
+        .await
+        .expect("the regulator sets limits")
+        .into_inner()
+        .org
+        .expect("the organisation")
+}
+
+fn assert_exhausted(status: &tonic::Status, names: &[&str]) {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    for name in names {
+        assert!(
+            status.message().contains(name),
+            "{:?} should name {name:?}",
+            status.message()
+        );
+    }
+}
+
+/// Retries `attempt` until it succeeds, for at most [`RELEASE_DEADLINE`]: the
+/// hub gives a permit back when it sees the client's stream or connection end,
+/// which the client cannot observe.
+async fn eventually<T, F, Fut>(mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = tokio::time::Instant::now() + RELEASE_DEADLINE;
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(status) if tokio::time::Instant::now() < deadline => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("still refused after {RELEASE_DEADLINE:?}: {status:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn subscribe_streams_beyond_the_limit_are_refused_naming_it_and_the_override_persists() {
+    let hub = TestHub::start().await;
+    let org = set_limits(
+        &hub,
+        "alpha-bank",
+        proto::OrgLimits {
+            subscribe_streams: Some(3),
+            ..Default::default()
+        },
+    )
+    .await;
+    let limits = org.limits.expect("limits in force");
+    assert_eq!(limits.subscribe_streams, Some(3));
+    assert_eq!(
+        limits.connections,
+        Some(32),
+        "unset fields keep the BANK default"
+    );
+
+    let mut alpha = hub.client("alpha-bank").await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let stream = alpha
+            .subscribe(subscribe_request(0))
+            .await
+            .expect("within the limit");
+        open.push(stream.into_inner());
+    }
+    let refused = alpha
+        .subscribe(subscribe_request(0))
+        .await
+        .expect_err("the fourth stream is beyond the limit");
+    assert_exhausted(&refused, &["subscribe_streams", "alpha-bank", "limit is 3"]);
+
+    // Everyone else is unaffected: another bank subscribes and receives.
+    let mut beta = hub.client("beta-bank").await;
+    let mut beta_stream = beta
+        .subscribe(subscribe_request(0))
+        .await
+        .expect("another organisation subscribes")
+        .into_inner();
+    let mut police = hub.client("mumbai-police").await;
+    publish(&mut police, vec![phone_indicator(1)]).await;
+    let events = crate::harness::collect_events(&mut beta_stream, 1).await;
+    assert_eq!(events[0].sequence, 1);
+
+    // Closing one stream gives its place back.
+    drop(open.pop());
+    let again = eventually(|| {
+        let mut alpha = alpha.clone();
+        async move { alpha.subscribe(subscribe_request(0)).await }
+    })
+    .await;
+    drop(again);
+
+    // The override is stored: after a restart it is still in force.
+    drop(open);
+    let (pki, data) = hub.stop().await;
+    let hub = TestHub::start_with(pki, data, |_| {}).await;
+    let orgs = admin(&hub)
+        .await
+        .list_orgs(proto::ListOrgsRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .orgs;
+    let alpha_org = orgs.iter().find(|o| o.id == "alpha-bank").expect("alpha");
+    assert_eq!(alpha_org.limits.expect("limits").subscribe_streams, Some(3));
+}
+
+#[tokio::test]
+async fn publish_and_lookup_rates_are_token_buckets_that_say_when_to_retry() {
+    let hub = TestHub::start().await;
+    set_limits(
+        &hub,
+        "mumbai-police",
+        proto::OrgLimits {
+            publish_events_per_second: Some(1),
+            publish_burst: Some(5),
+            lookups_per_second: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut police = hub.client("mumbai-police").await;
+    let answer = publish(&mut police, (1..=5).map(phone_indicator).collect()).await;
+    assert_eq!(answer.events.len(), 5, "the burst is available at once");
+
+    let refused = police
+        .publish(proto::PublishRequest {
+            indicators: (6..=8).map(phone_indicator).collect(),
+            idempotency_key: String::new(),
+        })
+        .await
+        .expect_err("the bucket is empty");
+    assert_exhausted(
+        &refused,
+        &[
+            "publish_events_per_second",
+            "1 events/s",
+            "burst 5",
+            "retry after",
+        ],
+    );
+    let too_big = police
+        .publish(proto::PublishRequest {
+            indicators: (6..=11).map(phone_indicator).collect(),
+            idempotency_key: String::new(),
+        })
+        .await
+        .expect_err("a batch larger than the burst never fits");
+    assert_exhausted(&too_big, &["publish_burst", "6 events", "burst of 5"]);
+
+    // Another organisation publishes at once, and nothing refused was stored.
+    let mut delhi = hub.client("delhi-police").await;
+    let answer = publish(&mut delhi, vec![phone_indicator(100)]).await;
+    assert_eq!(answer.events[0].sequence, 6);
+
+    let lookup = || proto::LookupRequest {
+        kind: proto::IndicatorKind::PhoneNumber as i32,
+        value: crate::harness::phone(1),
+    };
+    for _ in 0..2 {
+        let found = police.lookup(lookup()).await.expect("within the rate");
+        assert!(found.into_inner().found);
+    }
+    let refused = police.lookup(lookup()).await.expect_err("third at once");
+    assert_exhausted(
+        &refused,
+        &["lookups_per_second", "2 indicators/s", "retry after"],
+    );
+    delhi
+        .lookup(lookup())
+        .await
+        .expect("another organisation looks up");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_at_the_edge() {
+    let hub = TestHub::start().await;
+    set_limits(
+        &hub,
+        "beta-bank",
+        proto::OrgLimits {
+            connections: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    let lookup = || proto::LookupRequest {
+        kind: proto::IndicatorKind::PhoneNumber as i32,
+        value: crate::harness::phone(1),
+    };
+    let mut first = hub.client("beta-bank").await;
+    let mut second = hub.client("beta-bank").await;
+    first.lookup(lookup()).await.expect("first connection");
+    second.lookup(lookup()).await.expect("second connection");
+    let third = client::connect(&hub.url(), &hub.pki.certs("beta-bank")).await;
+    let refused = match third {
+        Err(_) => true,
+        Ok(mut third) => third.lookup(lookup()).await.is_err(),
+    };
+    assert!(refused, "a third connection is closed after the handshake");
+    first
+        .lookup(lookup())
+        .await
+        .expect("the open ones still work");
+    let mut alpha = hub.client("alpha-bank").await;
+    alpha
+        .lookup(lookup())
+        .await
+        .expect("another organisation connects");
+
+    drop(first);
+    let deadline = tokio::time::Instant::now() + RELEASE_DEADLINE;
+    loop {
+        let attempt = match client::connect(&hub.url(), &hub.pki.certs("beta-bank")).await {
+            Ok(mut client) => client.lookup(lookup()).await.is_ok(),
+            Err(_) => false,
+        };
+        if attempt {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a closed connection gives its place back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn limits_out_of_range_are_invalid_naming_the_field() {
+    let hub = TestHub::start().await;
+    let refused = admin(&hub)
+        .await
+        .set_org_limits(proto::SetOrgLimitsRequest {
+            id: "alpha-bank".into(),
+            limits: Some(proto::OrgLimits {
+                subscribe_streams: Some(0),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("zero streams");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("limits.subscribe_streams")
+            && refused.message().contains("1 to"),
+        "{}",
+        refused.message()
+    );
+    let refused = admin(&hub)
+        .await
+        .set_org_limits(proto::SetOrgLimitsRequest {
+            id: "no-such-org".into(),
+            limits: None,
+        })
+        .await
+        .expect_err("unknown organisation");
+    assert_eq!(refused.code(), Code::NotFound);
+    let mut bank = AdminServiceClient::new(
+        client::channel(&hub.url(), &hub.pki.certs("alpha-bank"))
+            .await
+            .expect("connects"),
+    );
+    let refused = bank
+        .set_org_limits(proto::SetOrgLimitsRequest {
+            id: "alpha-bank".into(),
+            limits: None,
+        })
+        .await
+        .expect_err("only the regulator");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+}
