@@ -106,14 +106,31 @@ impl AdminService {
         Ok(source)
     }
 
-    /// Stores the change durably, then applies it to the registry.
-    async fn change(&self, change: OrgChange) -> Result<Org> {
+    /// Stores the change of `org` by `by` durably, then applies it to the
+    /// registry, counts it and records it in the audit trail (`ADMIN_<action>`,
+    /// with `outcome` of the stored organisation).
+    async fn change(
+        &self,
+        by: &Source,
+        org: Org,
+        action: &str,
+        reason: String,
+        outcome: impl FnOnce(&Org) -> String,
+    ) -> Result<Org> {
+        let change = OrgChange {
+            org,
+            action: action.into(),
+            reason,
+            by_org: by.org_id.clone(),
+            by_cert_serial: by.cert_serial.clone(),
+            time: now_millis(),
+        };
         let (log, registry, lock) = (
             self.hub.log.clone(),
             self.hub.registry.clone(),
             Arc::clone(&self.changes),
         );
-        tokio::task::spawn_blocking(move || {
+        let org = tokio::task::spawn_blocking(move || {
             let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
             let bytes = serde_json::to_vec(&change).map_err(|e| Error::Corrupt {
                 sequence: 0,
@@ -121,10 +138,23 @@ impl AdminService {
             })?;
             log.store_org(&change.org.id, &bytes)?;
             registry.upsert(change.org.clone())?;
-            Ok(change.org)
+            Ok::<_, Error>(change.org)
         })
         .await
-        .map_err(|e| Error::Unavailable(format!("the change was interrupted: {e}")))?
+        .map_err(|e| Error::Unavailable(format!("the change was interrupted: {e}")))??;
+        self.hub.metrics.admin_action();
+        let outcome = outcome(&org);
+        self.audit(by, &format!("ADMIN_{action}"), org.id.clone(), outcome);
+        Ok(org)
+    }
+
+    /// The registered organisation `id`, or NOT_FOUND.
+    fn registered(&self, id: &str) -> Result<Org> {
+        self.hub.registry.get(id).ok_or_else(|| {
+            Error::NotFound(format!(
+                "organisation {id} is not registered; onboard it first"
+            ))
+        })
     }
 
     fn audit(&self, by: &Source, action: &str, subject: String, outcome: impl Into<String>) {
@@ -166,20 +196,16 @@ impl AdminRpcs for AdminService {
         let current = self.hub.registry.get(&id);
         let status = current.as_ref().map_or(OrgStatus::Active, |o| o.status);
         let limits = current.map(|o| o.limits).unwrap_or_default();
+        let org = Org {
+            id: id.clone(),
+            name,
+            role,
+            status,
+            limits,
+        };
         let org = self
-            .change(OrgChange {
-                org: Org {
-                    id: id.clone(),
-                    name,
-                    role,
-                    status,
-                    limits,
-                },
-                action: "ONBOARD".into(),
-                reason: String::new(),
-                by_org: by.org_id.clone(),
-                by_cert_serial: by.cert_serial.clone(),
-                time: now_millis(),
+            .change(&by, org, "ONBOARD", String::new(), |org| {
+                org.role.as_str().into()
             })
             .await?;
         tracing::info!(
@@ -189,8 +215,6 @@ impl AdminRpcs for AdminService {
             role = org.role.as_str(),
             "admin: organisation onboarded"
         );
-        self.hub.metrics.admin_action();
-        self.audit(&by, "ADMIN_ONBOARD", org.id.clone(), org.role.as_str());
         Ok(Response::new(proto::OnboardOrgResponse {
             org: Some(org_to_proto(&org, &self.hub.limits)),
         }))
@@ -232,20 +256,15 @@ impl AdminRpcs for AdminService {
             ))
             .into());
         }
-        let current = self.hub.registry.get(&id).ok_or_else(|| {
-            Error::NotFound(format!(
-                "organisation {id} is not registered; onboard it first"
-            ))
-        })?;
+        let current = self.registered(&id)?;
         let org = self
-            .change(OrgChange {
-                org: Org { status, ..current },
-                action: "SET_STATUS".into(),
-                reason: reason.clone(),
-                by_org: by.org_id.clone(),
-                by_cert_serial: by.cert_serial.clone(),
-                time: now_millis(),
-            })
+            .change(
+                &by,
+                Org { status, ..current },
+                "SET_STATUS",
+                reason.clone(),
+                |org| status_name(org.status).into(),
+            )
             .await?;
         // After the registry changed: a stream opened from now on is refused.
         let ended = status == OrgStatus::Suspended && self.hub.streams.end_org(&org.id);
@@ -257,13 +276,6 @@ impl AdminRpcs for AdminService {
             %reason,
             ended_streams = ended,
             "admin: organisation status set"
-        );
-        self.hub.metrics.admin_action();
-        self.audit(
-            &by,
-            "ADMIN_SET_STATUS",
-            org.id.clone(),
-            status_name(org.status),
         );
         Ok(Response::new(proto::SetOrgStatusResponse {
             org: Some(org_to_proto(&org, &self.hub.limits)),
@@ -278,20 +290,15 @@ impl AdminRpcs for AdminService {
         let proto::SetOrgLimitsRequest { id, limits } = request.into_inner();
         let id = org_id(&id)?;
         let limits = overrides_from_proto(limits)?;
-        let current = self.hub.registry.get(&id).ok_or_else(|| {
-            Error::NotFound(format!(
-                "organisation {id} is not registered; onboard it first"
-            ))
-        })?;
+        let current = self.registered(&id)?;
         let org = self
-            .change(OrgChange {
-                org: Org { limits, ..current },
-                action: "SET_LIMITS".into(),
-                reason: String::new(),
-                by_org: by.org_id.clone(),
-                by_cert_serial: by.cert_serial.clone(),
-                time: now_millis(),
-            })
+            .change(
+                &by,
+                Org { limits, ..current },
+                "SET_LIMITS",
+                String::new(),
+                |org| format!("{:?}", org.limits),
+            )
             .await?;
         tracing::info!(
             by_org = %by.org_id,
@@ -299,13 +306,6 @@ impl AdminRpcs for AdminService {
             org = %org.id,
             limits = ?org.limits,
             "admin: organisation limits set"
-        );
-        self.hub.metrics.admin_action();
-        self.audit(
-            &by,
-            "ADMIN_SET_LIMITS",
-            org.id.clone(),
-            format!("{:?}", org.limits),
         );
         Ok(Response::new(proto::SetOrgLimitsResponse {
             org: Some(org_to_proto(&org, &self.hub.limits)),
