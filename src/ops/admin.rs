@@ -117,6 +117,12 @@ impl AdminService {
         reason: String,
         outcome: impl FnOnce(&Org) -> String,
     ) -> Result<Org> {
+        if org.id == by.org_id {
+            return Err(Error::FailedPrecondition(format!(
+                "{} may not change its own organisation (ask another regulator)",
+                org.id
+            )));
+        }
         let change = OrgChange {
             org,
             action: action.into(),
@@ -144,6 +150,14 @@ impl AdminService {
         .map_err(|e| Error::Unavailable(format!("the change was interrupted: {e}")))??;
         self.hub.metrics.admin_action();
         let outcome = outcome(&org);
+        tracing::info!(
+            by_org = %by.org_id,
+            by_cert_serial = %by.cert_serial,
+            org = %org.id,
+            action,
+            %outcome,
+            "admin: organisation changed"
+        );
         self.audit(by, &format!("ADMIN_{action}"), org.id.clone(), outcome);
         Ok(org)
     }
@@ -187,12 +201,6 @@ impl AdminRpcs for AdminService {
             .into());
         }
         let role = role_from_proto(role)?;
-        if id == by.org_id {
-            return Err(Error::FailedPrecondition(format!(
-                "{id} may not change its own organisation (ask another regulator)"
-            ))
-            .into());
-        }
         let current = self.hub.registry.get(&id);
         let status = current.as_ref().map_or(OrgStatus::Active, |o| o.status);
         let limits = current.map(|o| o.limits).unwrap_or_default();
@@ -208,13 +216,6 @@ impl AdminRpcs for AdminService {
                 org.role.as_str().into()
             })
             .await?;
-        tracing::info!(
-            by_org = %by.org_id,
-            by_cert_serial = %by.cert_serial,
-            org = %org.id,
-            role = org.role.as_str(),
-            "admin: organisation onboarded"
-        );
         Ok(Response::new(proto::OnboardOrgResponse {
             org: Some(org_to_proto(&org, &self.hub.limits)),
         }))
@@ -250,12 +251,6 @@ impl AdminRpcs for AdminService {
             )
             .into());
         }
-        if id == by.org_id {
-            return Err(Error::FailedPrecondition(format!(
-                "{id} may not change its own status (ask another regulator)"
-            ))
-            .into());
-        }
         let current = self.registered(&id)?;
         let org = self
             .change(
@@ -267,16 +262,9 @@ impl AdminRpcs for AdminService {
             )
             .await?;
         // After the registry changed: a stream opened from now on is refused.
-        let ended = status == OrgStatus::Suspended && self.hub.streams.end_org(&org.id);
-        tracing::info!(
-            by_org = %by.org_id,
-            by_cert_serial = %by.cert_serial,
-            org = %org.id,
-            status = ?org.status,
-            %reason,
-            ended_streams = ended,
-            "admin: organisation status set"
-        );
+        if status == OrgStatus::Suspended && self.hub.streams.end_org(&org.id) {
+            tracing::info!(org = %org.id, %reason, "admin: the suspended organisation's streams ended");
+        }
         Ok(Response::new(proto::SetOrgStatusResponse {
             org: Some(org_to_proto(&org, &self.hub.limits)),
         }))
@@ -300,13 +288,6 @@ impl AdminRpcs for AdminService {
                 |org| format!("{:?}", org.limits),
             )
             .await?;
-        tracing::info!(
-            by_org = %by.org_id,
-            by_cert_serial = %by.cert_serial,
-            org = %org.id,
-            limits = ?org.limits,
-            "admin: organisation limits set"
-        );
         Ok(Response::new(proto::SetOrgLimitsResponse {
             org: Some(org_to_proto(&org, &self.hub.limits)),
         }))
