@@ -2,8 +2,10 @@
 //!
 //! Owns: filling the log (concurrent publishers, large batches; the fill rate is
 //! reported too), then one new subscriber from sequence 0, timed until it has
-//! received every event, each exactly once and in order. Must never time the
-//! fill as part of the catch-up.
+//! received every event, each exactly once and in order; then the hub is
+//! stopped and started again on the same database, timed from the new process's
+//! spawn until it answers (start-up: open the log, replay the state view). Must
+//! never time the fill as part of the catch-up.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,6 +113,27 @@ pub async fn run(
     outcome.notes.push(cpu);
     outcome.notes.push(format!("while filling: {fill_cpu}"));
     Ok(outcome)
+}
+
+/// Stops `hub` (SIGTERM) and starts a new one on its database, noting how long
+/// the new process took from spawn until it answered; returns the new hub.
+pub async fn restart(
+    hub: ChildHub,
+    bench: &BenchDir,
+    mut outcome: Outcome,
+    startup: Duration,
+) -> Result<(ChildHub, Result<Outcome>)> {
+    let first_peak = hub.peak_rss();
+    hub.terminate().await?;
+    let start = Instant::now();
+    let hub = ChildHub::start(bench, "catchup", startup).await?;
+    outcome.notes.push(format!(
+        "restart on the filled database: serving {:.2} s after spawn",
+        start.elapsed().as_secs_f64(),
+    ));
+    // The peak reported is the filled hub's, not the restarted one's.
+    outcome.server_peak_rss_bytes = first_peak;
+    Ok((hub, Ok(outcome)))
 }
 
 /// Publishes `plan.events` new indicators with concurrent publishers.

@@ -254,7 +254,8 @@ impl ChildHub {
         removed.map_err(|e| io_error("removing the hub's database", e))
     }
 
-    async fn terminate(mut self) -> Result<()> {
+    /// Asks the hub to stop (SIGTERM) and waits for it, keeping its database.
+    pub async fn terminate(mut self) -> Result<()> {
         if let Ok(Some(_)) = self.child.try_wait() {
             return Err(self.failed("had already exited"));
         }

@@ -443,6 +443,10 @@ pub async fn measure(args: &BenchArgs) -> Result<Report> {
         };
         let hub = ChildHub::start(&bench, "catchup", startup).await?;
         let outcome = catchup::run(&hub, &bench, &workload, plan).await;
+        let (hub, outcome) = match outcome {
+            Ok(outcome) => catchup::restart(hub, &bench, outcome, startup).await?,
+            Err(error) => (hub, Err(error)),
+        };
         outcomes.push(finish(hub, outcome).await?);
     }
     if args.runs(ScenarioChoice::Lookup) {
@@ -485,7 +489,7 @@ async fn finish(hub: ChildHub, outcome: Result<Outcome>) -> Result<Outcome> {
     let stopped = hub.stop().await;
     let mut outcome = outcome?;
     stopped?;
-    outcome.server_peak_rss_bytes = peak;
+    outcome.server_peak_rss_bytes = outcome.server_peak_rss_bytes.or(peak);
     tracing::info!(scenario = outcome.scenario, setup = %outcome.setup, "done");
     Ok(outcome)
 }
