@@ -88,6 +88,12 @@ async fn a_short_bench_reports_work_and_no_loss() {
     let catchup = &outcomes[3];
     assert_eq!(catchup["missed"], 0, "catch-up lost events: {catchup}");
     assert_eq!(catchup["duplicated"], 0, "catch-up duplicated: {catchup}");
+    assert!(
+        catchup["notes"].as_array().expect("notes").iter().any(|n| n
+            .as_str()
+            .is_some_and(|n| n.starts_with("restart on the filled database: serving"))),
+        "catch-up reports the restart: {catchup}"
+    );
     assert!(outcomes[4]["latency"]["p99_us"].as_u64().expect("p99") > 0);
     let abuse = &outcomes[5];
     assert_eq!(
