@@ -18,6 +18,7 @@ use tonic::transport::Channel;
 use anyhow::{Result, anyhow};
 use dip_hub::client::{self, ClientCerts};
 use dip_hub::config::{Config, TlsFiles};
+use dip_hub::server::{Controls, Listeners};
 
 use crate::cmd::{io_error, remote};
 use dip_hub::indicator::{ActionType, Category, EventType, Kind, Risk, Tlp};
@@ -69,9 +70,26 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .local_addr()
         .map_err(|e| io_error("listener address", e))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(dip_hub::server::run(config, listener, async {
+    let (ready, serving) = tokio::sync::oneshot::channel::<()>();
+    let mut controls = Controls::new(async {
         let _ = stopped.await;
+    });
+    controls.ready = Some(Box::new(move || {
+        let _ = ready.send(());
     }));
+    let listeners = Listeners {
+        grpc: listener,
+        metrics: None,
+        taxii: None,
+    };
+    let server = tokio::spawn(dip_hub::server::serve(config, listeners, controls));
+    // The hub answers once its database is open and its state view replayed.
+    if serving.await.is_err() {
+        return match server.await {
+            Ok(Err(error)) => Err(error.into()),
+            _ => Err(anyhow!("the hub stopped before it could serve")),
+        };
+    }
 
     println!("== DIP Hub demo ==");
     println!(

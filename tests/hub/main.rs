@@ -5,6 +5,7 @@ mod bad_input;
 mod bench;
 mod child;
 mod crash;
+mod demo;
 mod deploy;
 mod expiry;
 mod fuzz;
