@@ -438,11 +438,24 @@ mod tests {
         };
         use Tlp::{Green, Red};
         assert_eq!(seen(Some((Green, "bank-b")), Green), [true; 4]);
-        assert_eq!(seen(Some((Red, "bank-b")), Green), [true, false, false, true]);
-        assert_eq!(seen(Some((Green, "bank-b")), Red), [true, true, false, false]);
-        assert_eq!(seen(Some((Red, "bank-b")), Red), [true, false, false, false]);
+        assert_eq!(
+            seen(Some((Red, "bank-b")), Green),
+            [true, false, false, true]
+        );
+        assert_eq!(
+            seen(Some((Green, "bank-b")), Red),
+            [true, true, false, false]
+        );
+        assert_eq!(
+            seen(Some((Red, "bank-b")), Red),
+            [true, false, false, false]
+        );
         assert_eq!(seen(Some((Red, "bank-a")), Red), [true, true, false, false]);
-        assert_eq!(seen(None, Green), [true; 4], "lifecycle: the source's marking");
+        assert_eq!(
+            seen(None, Green),
+            [true; 4],
+            "lifecycle: the source's marking"
+        );
         assert_eq!(seen(None, Red), [true, true, false, false]);
         assert!(narrows(Green, Red) && !narrows(Red, Green) && !narrows(Red, Red));
         assert!(!report_is_shared(Red, "bank-b", "bank-a"));

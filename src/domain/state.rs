@@ -338,7 +338,11 @@ mod tests {
             Tlp::Green,
         );
         let after = apply(after, &withdrawn).expect("state");
-        assert_eq!(after.indicator.tlp, Tlp::Green, "WITHDRAWN changes no marking");
+        assert_eq!(
+            after.indicator.tlp,
+            Tlp::Green,
+            "WITHDRAWN changes no marking"
+        );
         assert_eq!((after.history_length, after.last_sequence), (2, 3));
     }
 

@@ -145,8 +145,11 @@ pub fn plan<'a>(
                                 .idempotency
                                 .push(IdempotencyEntry { org_id, key, hit });
                         }
+                        // The answer is one event per change: a WITHDRAWN
+                        // told others, not the caller, and is left out of it.
                         let refs = sequenced
                             .iter()
+                            .filter(|(e, _)| e.event_type != EventType::Withdrawn)
                             .map(|(e, _)| EventRef {
                                 sequence: e.sequence,
                                 event_id: e.event_id,
@@ -193,23 +196,26 @@ fn sequence(
     for change in &submission.changes {
         let key = change_key(change);
         let next = head + 1 + events.len() as u64;
-        let outcome = overlay.get(key, |key| Ok(current(key))).and_then(|mut state| {
-            undo.entry(key.clone()).or_insert_with(|| state.clone());
-            let mut sequence = next;
-            let source = &submission.source;
-            if let Some((event, visibility)) = withdrawal(change, state.as_ref(), source, next, now)
-            {
-                state = state::apply(state, &event);
+        let outcome = overlay
+            .get(key, |key| Ok(current(key)))
+            .and_then(|mut state| {
+                undo.entry(key.clone()).or_insert_with(|| state.clone());
+                let mut sequence = next;
+                let source = &submission.source;
+                if let Some((event, visibility)) =
+                    withdrawal(change, state.as_ref(), source, next, now)
+                {
+                    state = state::apply(state, &event);
+                    events.push((event, visibility));
+                    sequence += 1;
+                }
+                let event = event_for(change, state.as_ref(), &submission.source, sequence, now)?;
+                let after = state::apply(state, &event);
+                let visibility = visibility(change, &event, after.as_ref());
                 events.push((event, visibility));
-                sequence += 1;
-            }
-            let event = event_for(change, state.as_ref(), &submission.source, sequence, now)?;
-            let after = state::apply(state, &event);
-            let visibility = visibility(change, &event, after.as_ref());
-            events.push((event, visibility));
-            overlay.set(key, after);
-            Ok(())
-        });
+                overlay.set(key, after);
+                Ok(())
+            });
         if let Err(error) = outcome {
             for (key, state) in undo {
                 overlay.set(&key, state);
@@ -684,5 +690,74 @@ mod tests {
             ["bank-a", "bank-a"],
             "lifecycle events are governed by the source's TLP marking"
         );
+    }
+
+    /// Issue 9: the source raising its marking to RED first withdraws the
+    /// indicator, under the old marking, from those that were shown it; another
+    /// organisation's RED report changes no marking and reaches only who may
+    /// see both; lowering the marking withdraws nothing.
+    #[test]
+    fn a_narrowing_republish_by_the_source_is_preceded_by_a_withdrawn_under_the_old_marking() {
+        let first = plan(
+            &[publish("bank-a", "+919876543210", Tlp::Green, None)],
+            0,
+            1_000,
+            |_| None,
+            nothing_stored,
+        );
+        let states = states_after(&first);
+        let second = plan(
+            &[
+                publish("police", "+919876543210", Tlp::Red, None),
+                publish("bank-a", "+919876543210", Tlp::Green, None),
+                publish("bank-a", "+919876543210", Tlp::Red, Some("raise")),
+                publish("bank-a", "+919876543210", Tlp::Amber, None),
+            ],
+            first.head(),
+            2_000,
+            |k| states.get(k).cloned(),
+            nothing_stored,
+        );
+        assert_eq!(sequences(&second.outcomes[0]), [(2, EventType::Sighting)]);
+        assert_eq!(
+            sequences(&second.outcomes[1]),
+            [(3, EventType::Published)],
+            "the police's RED report did not raise the marking: nothing to withdraw"
+        );
+        assert_eq!(
+            sequences(&second.outcomes[2]),
+            [(5, EventType::Published)],
+            "the answer is one event per change"
+        );
+        assert_eq!(sequences(&second.outcomes[3]), [(6, EventType::Published)]);
+        let records: Vec<(u64, EventType, Tlp, &str)> = second
+            .records
+            .iter()
+            .map(|r| {
+                let m = &r.meta;
+                (r.sequence, m.event_type, m.tlp, m.source_org.as_str())
+            })
+            .collect();
+        assert_eq!(
+            records,
+            [
+                (2, EventType::Sighting, Tlp::Red, "police"),
+                (3, EventType::Published, Tlp::Green, "bank-a"),
+                (4, EventType::Withdrawn, Tlp::Green, "bank-a"),
+                (5, EventType::Published, Tlp::Red, "bank-a"),
+                (6, EventType::Published, Tlp::Amber, "bank-a"),
+            ]
+        );
+        let raise = second.idempotency.first().expect("the key is indexed");
+        assert_eq!(
+            (raise.hit.first_sequence, raise.hit.count),
+            (4, 2),
+            "a replay reads the WITHDRAWN too"
+        );
+        let withdrawn = frame::decode_event_entry(&second.records[2].entry).expect("decodes");
+        let indicator = withdrawn.indicator.expect("indicator");
+        assert_eq!(indicator.tlp, Tlp::Green as i32, "as it was shown");
+        let after = states_after(&second);
+        assert_eq!(after[&key("+919876543210")].indicator.tlp, Tlp::Amber);
     }
 }

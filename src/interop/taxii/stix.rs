@@ -134,10 +134,9 @@ fn timestamp_digits(millis: Millis, digits: usize) -> String {
 /// What kind of STIX object an event becomes.
 pub fn object_type(event_type: EventType) -> Option<&'static str> {
     match event_type {
-        EventType::Published
-        | EventType::Revoked
-        | EventType::Expired
-        | EventType::Withdrawn => Some("indicator"),
+        EventType::Published | EventType::Revoked | EventType::Expired | EventType::Withdrawn => {
+            Some("indicator")
+        }
         EventType::Sighting | EventType::ActionTaken => Some("sighting"),
         EventType::Unspecified => None,
     }
