@@ -68,7 +68,7 @@ value_names! {
     Category "CATEGORY_" [FraudCall, Spam, Phishing, MuleAccount, StolenHandset, FakeKyc, Disconnected, VoipAbuse],
     Risk "RISK_" [Medium, High, VeryHigh],
     Tlp "TLP_" [Clear, Green, Amber, Red],
-    EventType "EVENT_TYPE_" [Published, Revoked, Expired, Sighting, ActionTaken],
+    EventType "EVENT_TYPE_" [Published, Revoked, Expired, Sighting, ActionTaken, Withdrawn],
     ActionType "ACTION_TYPE_" [NumberDisconnected, AccountFrozen, AccountDeregistered, UpiIdDelinked, UrlBlocked, HandsetBlocked, OtherAction],
     IndicatorStatus "INDICATOR_STATUS_" [Active, Revoked, Expired],
     OrgRole "ORG_ROLE_" [Regulator, LawEnforcement, Bank, Tsp, PaymentOperator, Platform],
@@ -108,7 +108,7 @@ mod tests {
         check::<Category>(8);
         check::<Risk>(3);
         check::<Tlp>(4);
-        check::<EventType>(5);
+        check::<EventType>(6);
         check::<ActionType>(7);
         check::<IndicatorStatus>(3);
         check::<OrgRole>(6);

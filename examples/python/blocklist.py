@@ -6,8 +6,8 @@ The way README.md ("Keeping a block list exact") describes it:
 1. Snapshot with the filter (kinds), and check its digest over what arrived.
 2. Subscribe with the same filter, after_sequence = the snapshot's
    as_of_sequence, and a durable consumer name.
-3. Apply each event: PUBLISHED or SIGHTING adds the indicator, REVOKED or
-   EXPIRED removes it, ACTION_TAKEN changes nothing.
+3. Apply each event: PUBLISHED or SIGHTING adds the indicator, REVOKED,
+   EXPIRED or WITHDRAWN removes it, ACTION_TAKEN changes nothing.
 4. Save the list, then Ack the sequence applied (a filtered consumer also acks
    a heartbeat's delivered_through). When the stream breaks (hub restart,
    network, no heartbeat for three intervals) reconnect and Subscribe with the
@@ -81,7 +81,11 @@ class Proto:
         self.pb2_grpc = pb2_grpc
         event_type = pb2.EventType
         self.adds = {self.value(event_type, "PUBLISHED"), self.value(event_type, "SIGHTING")}
-        self.removes = {self.value(event_type, "REVOKED"), self.value(event_type, "EXPIRED")}
+        self.removes = {
+            self.value(event_type, "REVOKED"),
+            self.value(event_type, "EXPIRED"),
+            self.value(event_type, "WITHDRAWN"),
+        }
 
     @staticmethod
     def _prefix(enum) -> str:

@@ -8,7 +8,6 @@ use crate::error::{Error, Result};
 use crate::indicator::{ActionType, Category, Indicator, Kind, Tlp};
 use crate::proto::ValueName;
 use crate::registry::{Org, Role};
-use crate::state::IndicatorState;
 
 /// Proof that a submission was authorized; only this module makes one.
 #[derive(Debug)]
@@ -260,16 +259,45 @@ pub(crate) fn hub_permit() -> Permit {
     Permit::granted()
 }
 
-/// The organisation whose TLP marking governs who sees an event (its record's
-/// `source_org`, checked by [`may_see`]): the publisher for a report (its own
-/// marking), but the indicator's source for a lifecycle event (REVOKED, EXPIRED,
-/// ACTION_TAKEN), which carries the indicator as it stands, so the source of a
-/// TLP:RED indicator sees it revoked by the regulator or expired by the hub.
-pub fn tlp_owner(publishes: bool, actor: &str, current: Option<&IndicatorState>) -> String {
-    match current {
-        Some(state) if !publishes => state.source_org.clone(),
-        _ => actor.to_owned(),
+/// Who may see an event, as its record's `(tlp, source_org)` pair checked by
+/// [`may_see`]. The indicator is its source's: only the source's marking
+/// (`marking`, `source`) decides who is shown it. `report` is the marking and
+/// organisation of a report (PUBLISHED or SIGHTING); `None` for an event that
+/// carries the indicator as its source marked it (REVOKED, EXPIRED, ACTION_TAKEN,
+/// WITHDRAWN). A report by another organisation is visible only to who may see
+/// both the indicator and the report: its higher marking protects the report,
+/// the indicator's protects the indicator. Both RED and by different
+/// organisations: only the RED readers, named by the hub's own identity
+/// (`hub`), which no subscriber holds.
+pub fn event_visibility(
+    report: Option<(Tlp, &str)>,
+    marking: Tlp,
+    source: &str,
+    hub: &str,
+) -> (Tlp, String) {
+    match report {
+        None => (marking, source.to_owned()),
+        Some((tlp, reporter)) if reporter == source => (tlp, source.to_owned()),
+        Some((tlp, reporter)) => match (tlp == Tlp::Red, marking == Tlp::Red) {
+            (_, false) => (tlp, reporter.to_owned()),
+            (false, true) => (Tlp::Red, source.to_owned()),
+            (true, true) => (Tlp::Red, hub.to_owned()),
+        },
     }
+}
+
+/// Whether a report by `reporter` marked `tlp` may shape the indicator's shared
+/// state (details, reporters): only if everyone shown the indicator may see the
+/// report. A RED report by another organisation stays its own.
+pub fn report_is_shared(tlp: Tlp, reporter: &str, source: &str) -> bool {
+    reporter == source || tlp != Tlp::Red
+}
+
+/// Whether the source changing its marking from `old` to `new` hides the
+/// indicator from some organisation that may see it now (which must then be
+/// told, by a WITHDRAWN event under the old marking).
+pub fn narrows(old: Tlp, new: Tlp) -> bool {
+    old != Tlp::Red && new == Tlp::Red
 }
 
 /// TLP: RED reaches only law enforcement, the regulator and the source organisation.
@@ -394,5 +422,44 @@ mod tests {
         assert!(may_see(&org("bank-a", Role::Bank), Tlp::Red, "bank-a"));
         assert!(!may_see(&org("bank-b", Role::Bank), Tlp::Red, "bank-a"));
         assert!(may_see(&org("bank-b", Role::Bank), Tlp::Amber, "bank-a"));
+    }
+
+    /// Issue 9 part 2: who may see a report is who may see both the indicator
+    /// (its source's marking) and the report (its reporter's marking).
+    #[test]
+    fn a_report_is_seen_by_who_may_see_both_the_indicator_and_the_report() {
+        let police = org("police", Role::LawEnforcement);
+        let source = org("bank-a", Role::Bank);
+        let other = org("tsp", Role::Tsp);
+        let reporter = org("bank-b", Role::Bank);
+        let seen = |report, marking| {
+            let (tlp, owner) = event_visibility(report, marking, "bank-a", "dip-hub");
+            [&police, &source, &other, &reporter].map(|o| may_see(o, tlp, &owner))
+        };
+        use Tlp::{Green, Red};
+        assert_eq!(seen(Some((Green, "bank-b")), Green), [true; 4]);
+        assert_eq!(
+            seen(Some((Red, "bank-b")), Green),
+            [true, false, false, true]
+        );
+        assert_eq!(
+            seen(Some((Green, "bank-b")), Red),
+            [true, true, false, false]
+        );
+        assert_eq!(
+            seen(Some((Red, "bank-b")), Red),
+            [true, false, false, false]
+        );
+        assert_eq!(seen(Some((Red, "bank-a")), Red), [true, true, false, false]);
+        assert_eq!(
+            seen(None, Green),
+            [true; 4],
+            "lifecycle: the source's marking"
+        );
+        assert_eq!(seen(None, Red), [true, true, false, false]);
+        assert!(narrows(Green, Red) && !narrows(Red, Green) && !narrows(Red, Red));
+        assert!(!report_is_shared(Red, "bank-b", "bank-a"));
+        assert!(report_is_shared(Red, "bank-a", "bank-a"));
+        assert!(report_is_shared(Green, "bank-b", "bank-a"));
     }
 }

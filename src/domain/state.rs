@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use crate::error::{Error, Result};
 use crate::indicator::{Action, Event, EventType, Indicator, IndicatorKey, Millis, Status, Tlp};
+use crate::policy;
 
 /// One indicator's state before and after a group of events (before is `None`
 /// for an indicator new to the hub). Indexes kept beside the states (expiry,
@@ -31,10 +32,12 @@ pub struct ActionRecord {
 /// Everything the hub knows about one indicator now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndicatorState {
-    /// Current: highest risk reported, latest description.
+    /// Current: as its source marked it (TLP), with the highest risk and the
+    /// latest description of the reports everyone shown it may see.
     pub indicator: Indicator,
     pub status: Status,
-    /// The organisation that first published it (in its current life).
+    /// The organisation that first published it (in its current life): its
+    /// marking alone decides who is shown the indicator.
     pub source_org: String,
     pub reporters: BTreeSet<String>,
     pub first_seen: Millis,
@@ -127,11 +130,19 @@ pub fn apply(current: Option<IndicatorState>, event: &Event) -> Option<Indicator
     };
     match event.event_type {
         EventType::Published | EventType::Sighting => {
+            // Another organisation's RED report protects itself: it leaves the
+            // shared state (details, reporters, history) as it was.
+            if !policy::report_is_shared(event.indicator.tlp, org, &state.source_org) {
+                return Some(state);
+            }
             let from_source = *org == state.source_org;
             merge_report(&mut state.indicator, &event.indicator, from_source);
             state.reporters.insert(org.clone());
             state.last_seen = event.time;
         }
+        // The source's new marking hides it from some: nothing changes until
+        // the PUBLISHED that follows.
+        EventType::Withdrawn => {}
         EventType::Revoked => {
             state.status = Status::Revoked;
             state.revoke_reason = event.reason.clone();
@@ -155,8 +166,8 @@ pub fn apply(current: Option<IndicatorState>, event: &Event) -> Option<Indicator
 }
 
 /// A new report keeps the highest risk and the latest non-empty details. Only
-/// the source organisation sets the TLP; another organisation's report may raise
-/// it but never lower it, so that it cannot reveal what the source marked RED.
+/// the source organisation sets the TLP: another organisation's marking governs
+/// its own report, never who is shown the indicator (issue 9).
 fn merge_report(current: &mut Indicator, report: &Indicator, from_source: bool) {
     current.risk = current.risk.max(report.risk);
     current.category = report.category;
@@ -167,11 +178,9 @@ fn merge_report(current: &mut Indicator, report: &Indicator, from_source: bool) 
         (Some(a), Some(b)) => Some(a.max(b)),
         _ => None,
     };
-    current.tlp = if from_source {
-        report.tlp
-    } else {
-        current.tlp.max(report.tlp)
-    };
+    if from_source {
+        current.tlp = report.tlp;
+    }
 }
 
 #[cfg(test)]
@@ -274,38 +283,67 @@ mod tests {
         assert_eq!(s.history_length, 3, "history counts every life");
     }
 
+    fn with_tlp(mut e: Event, tlp: Tlp) -> Event {
+        e.indicator.tlp = tlp;
+        e
+    }
+
     /// Regression: a sighting with a lower TLP replaced the state's TLP, making
-    /// another organisation's RED indicator visible to everyone.
+    /// another organisation's RED indicator visible to everyone. Issue 9: nor may
+    /// another organisation's higher marking take the indicator away from those
+    /// its source shared it with; only the source sets the marking.
     #[test]
-    fn a_sighting_with_a_lower_tlp_does_not_declassify_a_red_indicator() {
-        let with_tlp = |mut e: Event, tlp: Tlp| {
-            e.indicator.tlp = tlp;
-            e
-        };
+    fn only_the_source_sets_the_marking() {
         let red = with_tlp(
             event(1, EventType::Published, "police", Risk::High),
             Tlp::Red,
         );
         let s = apply(None, &red);
         let green = with_tlp(
-            event(2, EventType::Sighting, "bank", Risk::High),
+            event(2, EventType::Published, "bank", Risk::High),
             Tlp::Green,
         );
         let s = apply(s, &green).expect("state");
-        assert_eq!(
-            s.indicator.tlp,
-            Tlp::Red,
-            "another organisation cannot lower it"
-        );
+        assert_eq!(s.indicator.tlp, Tlp::Red, "another org cannot lower it");
         let amber = with_tlp(
             event(3, EventType::Published, "police", Risk::High),
             Tlp::Amber,
         );
         let s = apply(Some(s), &amber).expect("state");
         assert_eq!(s.indicator.tlp, Tlp::Amber, "the source may");
-        let red = with_tlp(event(4, EventType::Sighting, "bank", Risk::High), Tlp::Red);
+        let red = with_tlp(event(4, EventType::Sighting, "tsp", Risk::High), Tlp::Red);
         let s = apply(Some(s), &red).expect("state");
-        assert_eq!(s.indicator.tlp, Tlp::Red, "anyone may raise it");
+        assert_eq!(s.indicator.tlp, Tlp::Amber, "nor raise it");
+    }
+
+    /// Issue 9: a RED report by another organisation must not reach those shown
+    /// the indicator through its state (reporters, description, risk, history).
+    #[test]
+    fn another_organisations_red_report_leaves_the_shared_state_alone() {
+        let s = apply(None, &event(1, EventType::Published, "bank", Risk::Medium));
+        let mut sighting = with_tlp(
+            event(2, EventType::Sighting, "police", Risk::VeryHigh),
+            Tlp::Red,
+        );
+        sighting.indicator.description = "case 42".into();
+        let after = apply(s.clone(), &sighting);
+        assert_eq!(after, s, "nothing of the RED report shows");
+        assert_eq!(
+            classify_publish(after.as_ref(), "police"),
+            EventType::Sighting,
+            "police is not a reporter anyone else can see"
+        );
+        let withdrawn = with_tlp(
+            event(3, EventType::Withdrawn, "bank", Risk::Medium),
+            Tlp::Green,
+        );
+        let after = apply(after, &withdrawn).expect("state");
+        assert_eq!(
+            after.indicator.tlp,
+            Tlp::Green,
+            "WITHDRAWN changes no marking"
+        );
+        assert_eq!((after.history_length, after.last_sequence), (2, 3));
     }
 
     #[test]

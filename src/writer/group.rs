@@ -16,9 +16,10 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::expiry::HUB_ORG;
 use crate::fingerprint::{self, Fingerprint};
 use crate::frame;
-use crate::indicator::{Action, Event, EventType, Indicator, IndicatorKey, Millis, Source};
+use crate::indicator::{Action, Event, EventType, Indicator, IndicatorKey, Millis, Source, Tlp};
 use crate::log::{IdempotencyEntry, IdempotencyMark, IdempotentHit, Record, RecordMeta};
 use crate::policy;
 use crate::state::{self, IndicatorState, StateChange};
@@ -144,15 +145,18 @@ pub fn plan<'a>(
                                 .idempotency
                                 .push(IdempotencyEntry { org_id, key, hit });
                         }
+                        // The answer is one event per change: a WITHDRAWN
+                        // told others, not the caller, and is left out of it.
                         let refs = sequenced
                             .iter()
+                            .filter(|(e, _)| e.event_type != EventType::Withdrawn)
                             .map(|(e, _)| EventRef {
                                 sequence: e.sequence,
                                 event_id: e.event_id,
                                 event_type: e.event_type,
                             })
                             .collect();
-                        for (index, (event, owner)) in sequenced.into_iter().enumerate() {
+                        for (index, (event, visibility)) in sequenced.into_iter().enumerate() {
                             let mark = match (&submission.idempotency_key, index) {
                                 (Some(key), 0) => Some(IdempotencyMark {
                                     key: key.clone(),
@@ -161,7 +165,7 @@ pub fn plan<'a>(
                                 }),
                                 _ => None,
                             };
-                            group.records.push(record_of(&event, owner, mark));
+                            group.records.push(record_of(&event, visibility, mark));
                         }
                         Outcome::Appended(refs)
                     }
@@ -175,38 +179,96 @@ pub fn plan<'a>(
 
 /// Turns a submission's changes into events with the sequences after `head`,
 /// applying them to the group's overlay; all or nothing. Each event comes with
-/// the organisation whose TLP marking governs who sees it (`policy::tlp_owner`).
+/// who may see it: its record's `(tlp, source_org)` (`policy::event_visibility`).
+/// A publish by the source that narrows its marking (`policy::narrows`) is
+/// preceded by a WITHDRAWN under the old marking, so that exactly those that
+/// were shown the indicator learn it is no longer shared with them.
 fn sequence(
     overlay: &mut StateOverlay,
     submission: &Submission,
     head: u64,
     now: Millis,
     current: &impl Fn(&IndicatorKey) -> Option<IndicatorState>,
-) -> Result<Vec<(Event, String)>> {
+) -> Result<Vec<(Event, Visibility)>> {
     // Current states of the indicators touched, to restore if a change is refused.
     let mut undo: HashMap<IndicatorKey, Option<IndicatorState>> = HashMap::new();
     let mut events = Vec::with_capacity(submission.changes.len());
-    for (next, change) in (head + 1..).zip(&submission.changes) {
+    for change in &submission.changes {
         let key = change_key(change);
-        let outcome = overlay.get(key, |key| Ok(current(key))).and_then(|state| {
-            undo.entry(key.clone()).or_insert_with(|| state.clone());
-            let event = event_for(change, state.as_ref(), &submission.source, next, now)?;
-            let publishes = matches!(change, Change::Publish(_));
-            let owner = policy::tlp_owner(publishes, &submission.source.org_id, state.as_ref());
-            overlay.set(key, state::apply(state, &event));
-            Ok((event, owner))
-        });
-        match outcome {
-            Ok(event) => events.push(event),
-            Err(error) => {
-                for (key, state) in undo {
-                    overlay.set(&key, state);
+        let next = head + 1 + events.len() as u64;
+        let outcome = overlay
+            .get(key, |key| Ok(current(key)))
+            .and_then(|mut state| {
+                undo.entry(key.clone()).or_insert_with(|| state.clone());
+                let mut sequence = next;
+                let source = &submission.source;
+                if let Some((event, visibility)) =
+                    withdrawal(change, state.as_ref(), source, next, now)
+                {
+                    state = state::apply(state, &event);
+                    events.push((event, visibility));
+                    sequence += 1;
                 }
-                return Err(error);
+                let event = event_for(change, state.as_ref(), &submission.source, sequence, now)?;
+                let after = state::apply(state, &event);
+                let visibility = visibility(change, &event, after.as_ref());
+                events.push((event, visibility));
+                overlay.set(key, after);
+                Ok(())
+            });
+        if let Err(error) = outcome {
+            for (key, state) in undo {
+                overlay.set(&key, state);
             }
+            return Err(error);
         }
     }
     Ok(events)
+}
+
+/// Who may see an event: its record's TLP and governing organisation.
+type Visibility = (Tlp, String);
+
+/// The WITHDRAWN a publish by the indicator's source makes when it narrows the
+/// marking: the indicator as it was shown, under the old marking, so that it
+/// reaches exactly those that were shown it.
+fn withdrawal(
+    change: &Change,
+    current: Option<&IndicatorState>,
+    source: &Source,
+    sequence: u64,
+    time: Millis,
+) -> Option<(Event, Visibility)> {
+    let (Change::Publish(new), Some(state)) = (change, current) else {
+        return None;
+    };
+    let narrows = state.is_active()
+        && state.source_org == source.org_id
+        && policy::narrows(state.indicator.tlp, new.tlp);
+    narrows.then(|| {
+        let event = Event {
+            sequence,
+            event_id: Uuid::now_v7(),
+            event_type: EventType::Withdrawn,
+            indicator: state.indicator.clone(),
+            source: source.clone(),
+            time,
+            reason: String::new(),
+            action: None,
+        };
+        let visibility = (state.indicator.tlp, state.source_org.clone());
+        (event, visibility)
+    })
+}
+
+/// Who may see `event`, made by `change`, given the indicator's state after it.
+fn visibility(change: &Change, event: &Event, after: Option<&IndicatorState>) -> Visibility {
+    let actor = event.source.org_id.as_str();
+    let Some(state) = after else {
+        return (event.indicator.tlp, actor.to_owned());
+    };
+    let report = matches!(change, Change::Publish(_)).then_some((event.indicator.tlp, actor));
+    policy::event_visibility(report, state.indicator.tlp, &state.source_org, HUB_ORG)
 }
 
 /// An earlier submission with the same key is replayed only for the same
@@ -288,16 +350,20 @@ fn event_for(
 }
 
 /// The stored record of an event, its wire entry encoded here, once. Its
-/// metadata's `source_org` is `owner`, the organisation whose TLP marking
-/// governs visibility; the event itself names who acted.
-fn record_of(event: &Event, owner: String, idempotency: Option<IdempotencyMark>) -> Record {
+/// metadata's `(tlp, source_org)` is `visibility`, who may see it
+/// (`policy::may_see`); the event itself names who acted.
+fn record_of(
+    event: &Event,
+    (tlp, owner): Visibility,
+    idempotency: Option<IdempotencyMark>,
+) -> Record {
     Record {
         sequence: event.sequence,
         meta: RecordMeta {
             kind: event.indicator.key.kind,
             category: event.indicator.category,
             risk: event.indicator.risk,
-            tlp: event.indicator.tlp,
+            tlp,
             event_type: event.event_type,
             source_org: owner,
         },
@@ -624,5 +690,74 @@ mod tests {
             ["bank-a", "bank-a"],
             "lifecycle events are governed by the source's TLP marking"
         );
+    }
+
+    /// Issue 9: the source raising its marking to RED first withdraws the
+    /// indicator, under the old marking, from those that were shown it; another
+    /// organisation's RED report changes no marking and reaches only who may
+    /// see both; lowering the marking withdraws nothing.
+    #[test]
+    fn a_narrowing_republish_by_the_source_is_preceded_by_a_withdrawn_under_the_old_marking() {
+        let first = plan(
+            &[publish("bank-a", "+919876543210", Tlp::Green, None)],
+            0,
+            1_000,
+            |_| None,
+            nothing_stored,
+        );
+        let states = states_after(&first);
+        let second = plan(
+            &[
+                publish("police", "+919876543210", Tlp::Red, None),
+                publish("bank-a", "+919876543210", Tlp::Green, None),
+                publish("bank-a", "+919876543210", Tlp::Red, Some("raise")),
+                publish("bank-a", "+919876543210", Tlp::Amber, None),
+            ],
+            first.head(),
+            2_000,
+            |k| states.get(k).cloned(),
+            nothing_stored,
+        );
+        assert_eq!(sequences(&second.outcomes[0]), [(2, EventType::Sighting)]);
+        assert_eq!(
+            sequences(&second.outcomes[1]),
+            [(3, EventType::Published)],
+            "the police's RED report did not raise the marking: nothing to withdraw"
+        );
+        assert_eq!(
+            sequences(&second.outcomes[2]),
+            [(5, EventType::Published)],
+            "the answer is one event per change"
+        );
+        assert_eq!(sequences(&second.outcomes[3]), [(6, EventType::Published)]);
+        let records: Vec<(u64, EventType, Tlp, &str)> = second
+            .records
+            .iter()
+            .map(|r| {
+                let m = &r.meta;
+                (r.sequence, m.event_type, m.tlp, m.source_org.as_str())
+            })
+            .collect();
+        assert_eq!(
+            records,
+            [
+                (2, EventType::Sighting, Tlp::Red, "police"),
+                (3, EventType::Published, Tlp::Green, "bank-a"),
+                (4, EventType::Withdrawn, Tlp::Green, "bank-a"),
+                (5, EventType::Published, Tlp::Red, "bank-a"),
+                (6, EventType::Published, Tlp::Amber, "bank-a"),
+            ]
+        );
+        let raise = second.idempotency.first().expect("the key is indexed");
+        assert_eq!(
+            (raise.hit.first_sequence, raise.hit.count),
+            (4, 2),
+            "a replay reads the WITHDRAWN too"
+        );
+        let withdrawn = frame::decode_event_entry(&second.records[2].entry).expect("decodes");
+        let indicator = withdrawn.indicator.expect("indicator");
+        assert_eq!(indicator.tlp, Tlp::Green as i32, "as it was shown");
+        let after = states_after(&second);
+        assert_eq!(after[&key("+919876543210")].indicator.tlp, Tlp::Amber);
     }
 }

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::feed::Feed;
 use crate::frame;
 use crate::group::{self, Group, Outcome, StateOverlay};
-use crate::indicator::now_millis;
+use crate::indicator::{EventType, now_millis};
 use crate::log::{IdempotencyEntry, IdempotentHit, Log};
 use crate::metrics::Metrics;
 use crate::policy::Permit;
@@ -300,8 +300,10 @@ impl Writer {
         let records = self
             .log
             .read(hit.first_sequence, last, hit.count as usize, usize::MAX)?;
+        // As first answered: one event per change, WITHDRAWN left out.
         let events = records
             .iter()
+            .filter(|record| record.meta.event_type != EventType::Withdrawn)
             .map(|record| {
                 let event =
                     frame::decode_event_entry(&record.entry).map_err(|e| Error::Corrupt {

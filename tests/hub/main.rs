@@ -12,6 +12,7 @@ mod fuzz;
 mod harness;
 mod lifecycle;
 mod limits;
+mod markings;
 mod misp;
 mod operations;
 mod policy;

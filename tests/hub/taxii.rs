@@ -689,3 +689,32 @@ async fn a_certificate_revoked_while_connected_is_unauthorized() {
         .expect("wait");
     assert!(status.success());
 }
+
+/// Issue 9: the source raising its marking to RED. For tsp-one, which was shown
+/// the GREEN indicator and may not see the RED one, the WITHDRAWN is the latest
+/// version: revoked, under the old marking. The police still see it active.
+#[tokio::test]
+async fn a_withdrawn_indicator_is_a_revoked_version_for_those_it_was_withdrawn_from() {
+    let hub = TestHub::start_taxii().await;
+    let mut bank = hub.client("alpha-bank").await;
+    let number = indicator(IndicatorKind::PhoneNumber, &phone(11), Category::FraudCall);
+    publish(&mut bank, vec![number.clone()]).await;
+    publish(&mut bank, vec![with_tlp(number, Tlp::Red)]).await;
+    let id = id_of(Kind::PhoneNumber, &phone(11));
+
+    let report = pull(&hub, &hub.pki.certs("tsp-one"), 10).await;
+    assert_eq!(report["invalid"], Value::Array(vec![]));
+    let versions = &report["collections"]["indicators"]["object_versions"][&id];
+    let count = versions["versions"].as_array().map(Vec::len);
+    assert_eq!(count, Some(2), "{}", report["collections"]);
+    let latest = &versions["latest"][0];
+    assert_eq!(latest["revoked"], true, "{latest}");
+    assert_eq!(latest["x_dip_event"], "withdrawn");
+    let green = stix::marking_id(dip_hub::indicator::Tlp::Green).expect("GREEN marking");
+    assert_eq!(latest["object_marking_refs"][0], green, "{latest}");
+
+    let report = pull(&hub, &hub.pki.certs("mumbai-police"), 10).await;
+    let latest = &report["collections"]["indicators"]["object_versions"][&id]["latest"][0];
+    assert_eq!(latest["revoked"], false, "{latest}");
+    assert_eq!(latest["x_dip_event"], "published");
+}

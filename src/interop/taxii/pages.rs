@@ -97,7 +97,7 @@ pub fn by_id(
     let head = durable_head(taxii)?;
     let after = query.next.unwrap_or(0);
     let mut page = Page::default();
-    for sequence in taxii.versions.of(id) {
+    for sequence in visible_versions(taxii, viewer, id) {
         if sequence <= after || sequence > head {
             continue;
         }
@@ -148,6 +148,19 @@ pub fn reference(taxii: &Taxii, query: &Query) -> Page {
     page
 }
 
+/// The sequences of the versions of `id` that `viewer` may see: its first and
+/// latest are among these (a version under a marking it may not see, such as
+/// the PUBLISHED after a WITHDRAWN, is not its latest).
+fn visible_versions(taxii: &Taxii, viewer: &Org, id: &str) -> Vec<u64> {
+    taxii
+        .versions
+        .of(id)
+        .into_iter()
+        .filter(|v| policy::may_see(viewer, v.tlp, &v.owner))
+        .map(|v| v.sequence)
+        .collect()
+}
+
 /// The newest durable sequence, with the version index brought up to it.
 fn durable_head(taxii: &Taxii) -> Result<u64> {
     let head = taxii.hub.feed.committed();
@@ -181,9 +194,11 @@ fn item(
         return Ok(None);
     };
     if !query.matches(object_type, &id)
-        || !query
-            .version
-            .wants(record.sequence, event.time, &taxii.versions.of(&id))
+        || !query.version.wants(
+            record.sequence,
+            event.time,
+            &visible_versions(taxii, viewer, &id),
+        )
     {
         return Ok(None);
     }

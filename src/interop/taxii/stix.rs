@@ -134,7 +134,9 @@ fn timestamp_digits(millis: Millis, digits: usize) -> String {
 /// What kind of STIX object an event becomes.
 pub fn object_type(event_type: EventType) -> Option<&'static str> {
     match event_type {
-        EventType::Published | EventType::Revoked | EventType::Expired => Some("indicator"),
+        EventType::Published | EventType::Revoked | EventType::Expired | EventType::Withdrawn => {
+            Some("indicator")
+        }
         EventType::Sighting | EventType::ActionTaken => Some("sighting"),
         EventType::Unspecified => None,
     }
@@ -201,7 +203,12 @@ fn indicator(event: &Event, owner: &str, context: Context) -> Value {
     }
     object.insert("confidence".into(), json!(confidence(ind.risk)));
     object.insert("labels".into(), json!([category_label(ind.category)]));
-    let revoked = matches!(event.event_type, EventType::Revoked | EventType::Expired);
+    // A WITHDRAWN is, for the viewers it reaches, the end of the indicator as
+    // they were shown it: a version with revoked: true.
+    let revoked = matches!(
+        event.event_type,
+        EventType::Revoked | EventType::Expired | EventType::Withdrawn
+    );
     object.insert("revoked".into(), json!(revoked));
     if let Some(marking) = marking_id(ind.tlp) {
         object.insert("object_marking_refs".into(), json!([marking]));
@@ -374,6 +381,7 @@ fn event_label(event_type: EventType) -> &'static str {
         EventType::Expired => "expired",
         EventType::Sighting => "sighting",
         EventType::ActionTaken => "action-taken",
+        EventType::Withdrawn => "withdrawn",
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::frame;
-use crate::indicator::Event;
+use crate::indicator::{Event, Tlp};
 use crate::log::{Log, Record};
 use crate::taxii::stix;
 use crate::wire;
@@ -32,8 +32,18 @@ pub struct Versions {
 struct Index {
     /// Every sequence up to this one is indexed.
     indexed: u64,
-    /// STIX id → sequences of its versions, ascending.
-    by_id: HashMap<String, Vec<u64>>,
+    /// STIX id → its versions, ascending by sequence.
+    by_id: HashMap<String, Vec<Version>>,
+}
+
+/// One version of a STIX object: the sequence of the event it comes from, and
+/// who may see it (its record's TLP and governing organisation, for
+/// `policy::may_see`: a viewer's latest version is the latest it may see).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    pub sequence: u64,
+    pub tlp: Tlp,
+    pub owner: String,
 }
 
 impl Versions {
@@ -51,7 +61,11 @@ impl Versions {
             for record in &records {
                 let event = decode(record)?;
                 if let Some(id) = stix::object_id(&event) {
-                    index.by_id.entry(id).or_default().push(record.sequence);
+                    index.by_id.entry(id).or_default().push(Version {
+                        sequence: record.sequence,
+                        tlp: record.meta.tlp,
+                        owner: record.meta.source_org.clone(),
+                    });
                 }
             }
             index.indexed = last;
@@ -59,8 +73,8 @@ impl Versions {
         Ok(())
     }
 
-    /// The sequences of the versions of `id` indexed so far, ascending.
-    pub fn of(&self, id: &str) -> Vec<u64> {
+    /// The versions of `id` indexed so far, ascending.
+    pub fn of(&self, id: &str) -> Vec<Version> {
         self.inner
             .lock()
             .map(|index| index.by_id.get(id).cloned().unwrap_or_default())
