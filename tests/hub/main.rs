@@ -7,6 +7,7 @@ mod child;
 mod crash;
 mod deploy;
 mod expiry;
+mod fairness;
 mod fuzz;
 mod harness;
 mod lifecycle;
