@@ -23,19 +23,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::budget::Budget;
+use crate::budget::{Budget, Held};
 use crate::feed::Feed;
 use crate::frame::Frame;
 use crate::indicator::{Category, EventType, Kind, Risk, now_millis};
 use crate::limits::Permit;
 use crate::log::{Log, Record, RecordMeta};
 use crate::metrics::{Metrics, SubscriberProgress};
-use crate::outbox::{Entry, Outbox, Pushed};
 use crate::policy;
 use crate::proto;
 use crate::registry::Org;
@@ -98,6 +98,9 @@ pub struct Shared {
     pub budget: Budget,
 }
 
+/// A queued frame and the budget bytes it holds until the client takes it.
+type Queued = (Result<Frame, Status>, Option<Held>);
+
 /// Starts the subscriber's task; its frames come out of the returned stream. The
 /// task ends when the client goes away, `stop` is cancelled, or on a storage error
 /// (sent to the client as a status). `permit` (the organisation's stream limit)
@@ -108,15 +111,14 @@ pub fn spawn(
     stop: CancellationToken,
     permit: Option<Permit>,
 ) -> impl futures_util::Stream<Item = Result<Frame, Status>> + Send + Unpin + 'static {
-    let frames = Outbox::new(QUEUE_FRAMES);
+    use futures_util::StreamExt;
+    let (frames, stream) = mpsc::channel(QUEUE_FRAMES);
     let Shared {
         log,
         feed,
         metrics,
         budget,
     } = shared;
-    budget.register(&frames);
-    let stream = Arc::clone(&frames).stream();
     let task = Task {
         progress: metrics.subscriber(subscription.after),
         metrics,
@@ -131,7 +133,7 @@ pub fn spawn(
     };
     tokio::spawn(task.run());
     // The budget bytes are given back as the transport takes the frame.
-    stream
+    ReceiverStream::new(stream).map(|(frame, _held): Queued| frame)
 }
 
 struct Task {
@@ -140,7 +142,7 @@ struct Task {
     feed: Feed,
     live: broadcast::Receiver<Arc<Record>>,
     budget: Budget,
-    frames: Arc<Outbox>,
+    frames: mpsc::Sender<Queued>,
     stop: CancellationToken,
     metrics: Metrics,
     /// Served up to (for the lag metrics).
@@ -163,9 +165,6 @@ enum Sent {
     Queued,
     /// Not queued: the budget is spent and the client has not read what it has.
     OverBudget,
-    /// Not queued: the budget released what the stream held; the events from
-    /// this sequence on are owed again.
-    Released(u64),
     Closed,
 }
 
@@ -177,11 +176,8 @@ impl Task {
             phase = match phase {
                 Next::CatchUp => self.catch_up(&mut next).await,
                 Next::Live => self.follow(&mut next).await,
-                Next::Stalled => self.drained(&mut next).await,
-                Next::End => {
-                    self.frames.finish();
-                    return;
-                }
+                Next::Stalled => self.drained().await,
+                Next::End => return,
             };
         }
     }
@@ -220,20 +216,18 @@ impl Task {
                     }
                     frame.push_entry(record.entry);
                     if frame.entries() >= FRAME_EVENTS || frame.byte_len() >= FRAME_BYTES {
-                        match self.send(std::mem::take(&mut frame), Some(first)).await {
+                        match self.send(std::mem::take(&mut frame)).await {
                             Sent::Queued => {}
                             Sent::OverBudget => return self.resume_at(next, first),
-                            Sent::Released(from) => return self.resume_at(next, from),
                             Sent::Closed => return Next::End,
                         }
                     }
                 }
             }
             if !frame.is_empty() {
-                match self.send(frame, Some(first)).await {
+                match self.send(frame).await {
                     Sent::Queued => {}
                     Sent::OverBudget => return self.resume_at(next, first),
-                    Sent::Released(from) => return self.resume_at(next, from),
                     Sent::Closed => return Next::End,
                 }
             }
@@ -258,10 +252,9 @@ impl Task {
                 () = self.frames.closed() => return Next::End,
                 received = self.live.recv() => received,
                 () = tokio::time::sleep_until(idle_until) => {
-                    match self.send(self.heartbeat(*next - 1), None).await {
+                    match self.send(self.heartbeat(*next - 1)).await {
                         Sent::Queued => {}
                         Sent::OverBudget => return Next::Stalled,
-                        Sent::Released(from) => return self.resume_at(next, from),
                         Sent::Closed => return Next::End,
                     }
                     idle_until = Instant::now() + self.subscription.heartbeat;
@@ -303,10 +296,9 @@ impl Task {
             }
             self.progress.served_up_to(*next - 1);
             if !frame.is_empty() {
-                match self.send(frame, Some(first)).await {
+                match self.send(frame).await {
                     Sent::Queued => {}
                     Sent::OverBudget => return self.resume_at(next, first),
-                    Sent::Released(from) => return self.resume_at(next, from),
                     Sent::Closed => return Next::End,
                 }
                 idle_until = Instant::now() + self.subscription.heartbeat;
@@ -319,10 +311,9 @@ impl Task {
         if frame.is_empty() {
             return then;
         }
-        match self.send(frame, Some(first)).await {
+        match self.send(frame).await {
             Sent::Queued => then,
             Sent::OverBudget => self.resume_at(next, first),
-            Sent::Released(from) => self.resume_at(next, from),
             Sent::Closed => Next::End,
         }
     }
@@ -338,30 +329,35 @@ impl Task {
     /// Waits until the transport has taken every queued frame; false when the
     /// stream is stopped or its client has gone.
     async fn emptied(&self) -> bool {
+        if self.frames.capacity() == self.frames.max_capacity() {
+            return true;
+        }
         tokio::select! {
             biased;
             () = self.stop.cancelled() => false,
-            emptied = self.frames.emptied() => emptied,
+            slots = self.frames.reserve_many(QUEUE_FRAMES) => slots.is_ok(),
         }
     }
 
     /// Waits until the client has taken every queued frame (or the end), then
-    /// sends the stream back to the log, from the earliest event it still owes
-    /// (frames the budget released meanwhile included). Holds nothing
-    /// meanwhile: the live receiver is left behind (the log has every event it
-    /// would have held).
-    async fn drained(&mut self, next: &mut u64) -> Next {
+    /// sends the stream back to the log. Holds nothing meanwhile: the live
+    /// receiver is left behind (the log has every event it would have held).
+    async fn drained(&mut self) -> Next {
         self.metrics.subscriber_stalled();
-        if !self.emptied().await {
-            return Next::End;
+        let drained = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => return Next::End,
+            drained = self.frames.reserve_many(QUEUE_FRAMES) => drained,
+        };
+        match drained {
+            Ok(slots) => {
+                drop(slots);
+                // Skip what the ring announced meanwhile; the log serves it.
+                self.live = self.live.resubscribe();
+                Next::CatchUp
+            }
+            Err(_) => Next::End,
         }
-        if let Some(from) = self.frames.take_released() {
-            *next = (*next).min(from);
-            self.progress.served_up_to(*next - 1);
-        }
-        // Skip what the ring announced meanwhile; the log serves it.
-        self.live = self.live.resubscribe();
-        Next::CatchUp
     }
 
     /// A heartbeat: the durable head, and the sequence up to which every matching
@@ -374,55 +370,31 @@ impl Task {
         })
     }
 
-    /// Queues a frame (whose first event is `first`) for the client. The first
-    /// queued frame is free; more take their bytes from the budget (releasing
-    /// what the streams most behind hold when it is spent), or are not queued.
-    async fn send(&self, frame: Frame, first: Option<u64>) -> Sent {
-        let room = tokio::select! {
-            biased;
-            () = self.stop.cancelled() => false,
-            room = self.frames.room() => room,
-        };
-        if !room {
-            return Sent::Closed;
-        }
-        let held = if self.frames.is_empty() {
+    /// Queues a frame for the client. The first queued frame is free; more
+    /// take their bytes from the budget, or are not queued at all.
+    async fn send(&self, frame: Frame) -> Sent {
+        let idle = self.frames.capacity() == self.frames.max_capacity();
+        let held = if idle {
             None
         } else {
-            let bytes = frame.byte_len();
-            let taken = self.budget.try_take(bytes).or_else(|| {
-                self.budget.release_most_behind(bytes);
-                self.budget.try_take(bytes)
-            });
-            match taken {
+            match self.budget.try_take(frame.byte_len()) {
                 Some(held) => Some(held),
                 None => return Sent::OverBudget,
             }
         };
         // Counted before it goes out, so that a client holding it sees it counted.
-        let entries = frame.entries();
-        self.metrics.delivered(entries);
-        let entry = Entry {
-            frame: Ok(frame),
-            first,
-            held,
+        self.metrics.delivered(frame.entries());
+        let sent = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => false,
+            sent = self.frames.send((Ok(frame), held)) => sent.is_ok(),
         };
-        match self.frames.push(entry) {
-            Pushed::Queued => Sent::Queued,
-            Pushed::Released(from) => Sent::Released(from),
-            Pushed::Gone => Sent::Closed,
-        }
+        if sent { Sent::Queued } else { Sent::Closed }
     }
 
     async fn fail(&self, status: Status) -> Next {
         tracing::error!(%status, "subscription failed");
-        if self.frames.room().await {
-            self.frames.push(Entry {
-                frame: Err(status),
-                first: None,
-                held: None,
-            });
-        }
+        let _ = self.frames.send((Err(status), None)).await;
         Next::End
     }
 }
