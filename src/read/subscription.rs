@@ -239,6 +239,13 @@ impl Task {
     async fn follow(&mut self, next: &mut u64) -> Next {
         let mut idle_until = Instant::now() + self.subscription.heartbeat;
         loop {
+            // A new live frame only once the transport has taken the last one:
+            // a client that reads slowly, or a busy hub, gets fewer and fuller
+            // frames (the events wait in the ring meanwhile), and a client that
+            // does not read holds one frame and costs no work per event.
+            if !self.emptied().await {
+                return Next::End;
+            }
             let received = tokio::select! {
                 biased;
                 () = self.stop.cancelled() => return Next::End,
@@ -317,6 +324,19 @@ impl Task {
         *next = first;
         self.progress.served_up_to(first - 1);
         Next::Stalled
+    }
+
+    /// Waits until the transport has taken every queued frame; false when the
+    /// stream is stopped or its client has gone.
+    async fn emptied(&self) -> bool {
+        if self.frames.capacity() == self.frames.max_capacity() {
+            return true;
+        }
+        tokio::select! {
+            biased;
+            () = self.stop.cancelled() => false,
+            slots = self.frames.reserve_many(QUEUE_FRAMES) => slots.is_ok(),
+        }
     }
 
     /// Waits until the client has taken every queued frame (or the end), then

@@ -304,3 +304,81 @@ async fn limits_out_of_range_are_invalid_naming_the_field() {
         .expect_err("only the regulator");
     assert_eq!(refused.code(), Code::PermissionDenied);
 }
+
+/// A client of `org` whose HTTP/2 receive window per call is small (16 KiB), so
+/// that a stream it does not read stalls at once instead of filling megabytes of
+/// client buffers first (the connection's window, 1 MiB, covers every call's, so
+/// that unread calls do not hold back the one being read).
+async fn narrow_client(hub: &TestHub, org: &str) -> crate::harness::Client {
+    let certs = hub.pki.certs(org);
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("PEM");
+    let tls = dip_hub::tls::client_tls(
+        &read(&certs.ca),
+        &read(&certs.cert),
+        &read(&certs.key),
+        "localhost",
+    );
+    let channel = tonic::transport::Endpoint::from_shared(hub.url())
+        .expect("url")
+        .tls_config(tls)
+        .expect("tls")
+        .initial_stream_window_size(16 * 1024)
+        .initial_connection_window_size(1024 * 1024)
+        .connect()
+        .await
+        .expect("connects");
+    proto::indicator_hub_service_client::IndicatorHubServiceClient::new(channel)
+}
+
+fn assert_every_event_once_in_order(events: &[proto::Event], count: u64, who: &str) {
+    let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(
+        sequences,
+        (1..=count).collect::<Vec<_>>(),
+        "{who}: every event once, in order"
+    );
+}
+
+#[tokio::test]
+async fn stalled_streams_over_the_budget_release_it_and_then_receive_everything_once_in_order() {
+    const EVENTS: u64 = 3_000;
+    const STALLED: usize = 12;
+    let data = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+    let hub = TestHub::start_with(crate::harness::TestPki::new(), data, |config| {
+        config.subscriber_budget_bytes = 128 * 1024;
+    })
+    .await;
+    let mut police = hub.client("mumbai-police").await;
+    for batch in 0..EVENTS / 100 {
+        let indicators = (0..100).map(|i| phone_indicator(batch * 100 + i)).collect();
+        publish(&mut police, indicators).await;
+    }
+    // alpha-bank's streams catch up from the log and queue frames their client
+    // does not read: together far more than the budget of 128 KiB.
+    let alpha = narrow_client(&hub, "alpha-bank").await;
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        let stream = alpha
+            .clone()
+            .subscribe(subscribe_request(0))
+            .await
+            .expect("within alpha-bank's limit");
+        stalled.push(stream.into_inner());
+    }
+    // Meanwhile another member reads the whole log.
+    let mut beta = hub
+        .client("beta-bank")
+        .await
+        .subscribe(subscribe_request(0))
+        .await
+        .expect("beta subscribes")
+        .into_inner();
+    let events = crate::harness::collect_events(&mut beta, EVENTS as usize).await;
+    assert_every_event_once_in_order(&events, EVENTS, "beta-bank");
+    // The stalled clients read at last: each continues from the log where its
+    // released frames began, with no gap and no duplicate.
+    for (n, stream) in stalled.iter_mut().enumerate() {
+        let events = crate::harness::collect_events(stream, EVENTS as usize).await;
+        assert_every_event_once_in_order(&events, EVENTS, &format!("stalled stream {n}"));
+    }
+}

@@ -8,6 +8,7 @@ mod crash;
 mod demo;
 mod deploy;
 mod expiry;
+mod fairness;
 mod fuzz;
 mod harness;
 mod lifecycle;

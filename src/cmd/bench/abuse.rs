@@ -144,6 +144,15 @@ pub async fn run(
         "{} stalled streams open, {refused} refused",
         plan.streams as u64 - refused
     ));
+    if let (Some(first), Some(last)) = (seen.slow.first, seen.slow.last) {
+        outcome.notes.push(format!(
+            "honest deliveries over {} ms: {}, from {:.2} s to {:.2} s after publishing began",
+            fanout::SLOW.as_millis(),
+            report::thousands(seen.slow.count as f64),
+            (first - start).as_secs_f64(),
+            (last - start).as_secs_f64(),
+        ));
+    }
     outcome.notes.push(cpu);
     Ok(outcome)
 }

@@ -54,7 +54,20 @@ pub(super) struct Seen {
     pub(super) check: SequenceCheck,
     pub(super) latency: Histogram<u64>,
     pub(super) last_delivery: Option<Instant>,
+    /// Deliveries slower than [`SLOW`]: how many, and when the first and last came.
+    pub(super) slow: Slow,
     pub(super) error: Option<anyhow::Error>,
+}
+
+/// A delivery slower than this is counted in [`Seen::slow`].
+pub(super) const SLOW: Duration = Duration::from_millis(50);
+
+/// When the slow deliveries happened (to tell one burst from a steady cost).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Slow {
+    pub(super) count: u64,
+    pub(super) first: Option<Instant>,
+    pub(super) last: Option<Instant>,
 }
 
 pub async fn run(
@@ -238,6 +251,7 @@ pub(super) async fn read(
         check: SequenceCheck::new(1),
         latency: report::histogram(),
         last_delivery: None,
+        slow: Slow::default(),
         error: None,
     };
     loop {
@@ -269,7 +283,13 @@ pub(super) async fn read(
                         .as_ref()
                         .and_then(|i| receive::stamp_of(&i.description));
                     if let Some(sent) = stamp {
-                        report::record(&mut seen.latency, now.saturating_sub(sent));
+                        let took = now.saturating_sub(sent);
+                        report::record(&mut seen.latency, took);
+                        if took > SLOW.as_micros() as u64 {
+                            seen.slow.count += 1;
+                            seen.slow.first.get_or_insert(at);
+                            seen.slow.last = Some(at);
+                        }
                     }
                 }
                 if !message.events.is_empty() {
