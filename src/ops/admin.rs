@@ -23,8 +23,8 @@ use crate::indicator::{Millis, Source, now_millis};
 use crate::limits::{LimitOverrides, Limiter, Limits};
 use crate::log::Log;
 use crate::policy;
-use crate::proto;
 use crate::proto::server::admin_service_server::AdminService as AdminRpcs;
+use crate::proto::{self, ValueName};
 use crate::registry::{Org, OrgStatus, Registry, Role};
 
 /// Longest organisation name, in characters.
@@ -258,7 +258,7 @@ impl AdminRpcs for AdminService {
                 Org { status, ..current },
                 "SET_STATUS",
                 reason.clone(),
-                |org| status_name(org.status).into(),
+                |org| status_to_proto(org.status).short_name().into(),
             )
             .await?;
         // After the registry changed: a stream opened from now on is refused.
@@ -424,10 +424,10 @@ fn role_to_proto(role: Role) -> proto::OrgRole {
     }
 }
 
-fn status_name(status: OrgStatus) -> &'static str {
+fn status_to_proto(status: OrgStatus) -> proto::OrgStatus {
     match status {
-        OrgStatus::Active => "ACTIVE",
-        OrgStatus::Suspended => "SUSPENDED",
+        OrgStatus::Active => proto::OrgStatus::Active,
+        OrgStatus::Suspended => proto::OrgStatus::Suspended,
     }
 }
 
@@ -445,10 +445,7 @@ fn org_to_proto(org: &Org, limiter: &Limiter) -> proto::Org {
         id: org.id.clone(),
         name: org.name.clone(),
         role: role_to_proto(org.role) as i32,
-        status: match org.status {
-            OrgStatus::Active => proto::OrgStatus::Active,
-            OrgStatus::Suspended => proto::OrgStatus::Suspended,
-        } as i32,
+        status: status_to_proto(org.status) as i32,
         limits: Some(proto::OrgLimits {
             connections: Some(connections),
             subscribe_streams: Some(subscribe_streams),
