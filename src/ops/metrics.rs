@@ -70,6 +70,7 @@ struct Inner {
     log_fsyncs: Mutex<Counter>,
     limit_refusals: Family<LimitLabels, Counter>,
     subscribers_stalled: Counter,
+    subscribers_released: Counter,
     positions: Mutex<Vec<Weak<AtomicU64>>>,
 }
 
@@ -189,6 +190,11 @@ impl Metrics {
             "subscribers_stalled",
             "Times a Subscribe stream dropped a frame for the subscribers' memory budget (it continues from the log once its client reads)",
         );
+        let subscribers_released = counter(
+            &mut registry,
+            "subscribers_released",
+            "Times the subscribers' memory budget released the frames a stream most behind had queued (it continues from the log once its client reads)",
+        );
         Metrics {
             inner: Arc::new(Inner {
                 log_fsyncs: Mutex::new(log_fsyncs),
@@ -209,6 +215,7 @@ impl Metrics {
                 admin_actions,
                 limit_refusals,
                 subscribers_stalled,
+                subscribers_released,
                 positions: Mutex::new(Vec::new()),
             }),
         }
@@ -261,6 +268,11 @@ impl Metrics {
     /// A Subscribe stream went over the memory budget.
     pub fn subscriber_stalled(&self) {
         self.inner.subscribers_stalled.inc();
+    }
+
+    /// The budget released what `streams` Subscribe streams had queued.
+    pub fn subscribers_released(&self, streams: usize) {
+        self.inner.subscribers_released.inc_by(streams as u64);
     }
 
     /// Tracks one subscription's progress until the returned handle is dropped.

@@ -4,14 +4,19 @@
 //! stream, with a fixed ceiling. A stream may always queue one frame (so a
 //! client that reads is never starved by others that do not); every further
 //! frame it queues takes its bytes from this budget until the client takes the
-//! frame. When the budget is spent, a stream does not queue: it drops the frame
-//! (the events stay in the log), waits until its client has read what it has
-//! queued, and continues from the log. Must never block: taking from the budget
-//! either succeeds at once or says no.
+//! frame. When the budget is spent, the streams most behind release what they
+//! hold (every queued frame but the one at the front, see `outbox`) and continue
+//! from the log once their client reads again; if that does not cover the frame,
+//! the stream that asked does not queue it: it drops the frame (the events stay
+//! in the log), waits until its client has read what it has queued, and
+//! continues from the log. Must never block: taking from the budget either
+//! succeeds at once or says no, and the list of outboxes is only locked briefly.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::outbox::Outbox;
 
 /// The default budget: 64 MiB over all streams.
 pub const DEFAULT_BYTES: usize = 64 * 1024 * 1024;
@@ -21,6 +26,8 @@ pub const DEFAULT_BYTES: usize = 64 * 1024 * 1024;
 pub struct Budget {
     bytes: Arc<Semaphore>,
     total: usize,
+    /// Every stream's outbox, to release the most-behind ones from.
+    outboxes: Arc<Mutex<Vec<Weak<Outbox>>>>,
 }
 
 impl Budget {
@@ -29,7 +36,43 @@ impl Budget {
         Budget {
             bytes: Arc::new(Semaphore::new(total)),
             total,
+            outboxes: Arc::default(),
         }
+    }
+
+    /// Counts `outbox` among those that may be released.
+    pub fn register(&self, outbox: &Arc<Outbox>) {
+        let mut outboxes = self.outboxes.lock().unwrap_or_else(|p| p.into_inner());
+        if outboxes.len().is_power_of_two() {
+            outboxes.retain(|o| o.strong_count() > 0);
+        }
+        outboxes.push(Arc::downgrade(outbox));
+    }
+
+    /// Releases what the streams most behind hold until about `bytes` are given
+    /// back (or none holds anything); returns how many streams were released.
+    pub fn release_most_behind(&self, bytes: usize) -> usize {
+        let mut holders: Vec<(u64, Arc<Outbox>)> = {
+            let mut outboxes = self.outboxes.lock().unwrap_or_else(|p| p.into_inner());
+            outboxes.retain(|o| o.strong_count() > 0);
+            outboxes
+                .iter()
+                .filter_map(Weak::upgrade)
+                .filter_map(|o| o.behind().map(|behind| (behind, o)))
+                .collect()
+        };
+        holders.sort_by_key(|(behind, _)| *behind);
+        let mut freed = 0;
+        let mut released = 0;
+        for (_, outbox) in holders {
+            if freed >= bytes {
+                break;
+            }
+            let given = outbox.release();
+            freed += given;
+            released += usize::from(given > 0);
+        }
+        released
     }
 
     /// `bytes` from the budget, held until the returned value is dropped; none
@@ -39,7 +82,7 @@ impl Budget {
         Arc::clone(&self.bytes)
             .try_acquire_many_owned(bytes)
             .ok()
-            .map(|bytes| Held { _bytes: bytes })
+            .map(|bytes| Held { bytes })
     }
 
     /// Bytes currently held by queued frames.
@@ -55,7 +98,13 @@ impl Budget {
 /// Bytes taken from the budget, given back on drop.
 #[derive(Debug)]
 pub struct Held {
-    _bytes: OwnedSemaphorePermit,
+    bytes: OwnedSemaphorePermit,
+}
+
+impl Held {
+    pub fn bytes(&self) -> usize {
+        self.bytes.num_permits()
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod budget;
 pub mod cursor;
 pub mod feed;
 pub mod frame;
+pub mod outbox;
 pub mod snapshot;
 pub mod subscription;
 pub mod view;

@@ -5,27 +5,30 @@
 //! the durable head, reads the log up to that head, then takes live records,
 //! skipping those it already sent. Whenever the live feed skips ahead of it (it
 //! lagged behind the ring), it goes back to the log from the next sequence it owes.
-//! Frames go to the client through a small bounded channel: a slow client only
-//! ever stalls its own task. Must never hold more than one frame per queue slot,
-//! never send an event that is not durable, and never skip one.
+//! Frames go to the client through a small bounded [`Outbox`]: a slow client
+//! only ever stalls its own task. Must never hold more than one frame per queue
+//! slot, never send an event that is not durable, and never skip one.
 //!
 //! Memory per subscriber, whatever its lag: one queued frame of at most
 //! [`FRAME_BYTES`] (plus one event) for free; every further queued frame (up to
-//! [`QUEUE_FRAMES`]) only if the hub-wide [`Budget`] covers its bytes, and
-//! otherwise the frame is dropped and the stream continues from the log once its
-//! client has read what is queued (no gap, no duplicate). Besides: the frame
-//! being built and, during catch-up, one read from the log of at most
+//! [`QUEUE_FRAMES`] during catch-up, [`LIVE_FRAMES`] on the live feed) only if
+//! the hub-wide [`Budget`] covers its bytes. When it does not, the streams most
+//! behind release their queued frames (all but the front one) and continue from
+//! the log once their client reads; if that does not cover it either, a frame
+//! read from the log is dropped (the stream continues from the log once its
+//! client has read what is queued) and a live frame waits until the transport
+//! has taken what is queued. No gap, no duplicate. Besides: the frame being
+//! built and, during catch-up, one read from the log of at most
 //! `CATCH_UP_RECORDS` records or about `READ_BYTES`. A subscriber that stops
 //! reading therefore holds about two frames outside the budget (one queued, one
-//! in the transport), and the ring it fell behind is shared and fixed in size
-//! (see `feed`).
+//! built or in the transport), and the ring it fell behind is shared and fixed
+//! in size (see `feed`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -36,6 +39,7 @@ use crate::indicator::{Category, EventType, Kind, Risk, now_millis};
 use crate::limits::Permit;
 use crate::log::{Log, Record, RecordMeta};
 use crate::metrics::{Metrics, SubscriberProgress};
+use crate::outbox::{Entry, Outbox, Pushed, Woken};
 use crate::policy;
 use crate::proto;
 use crate::registry::Org;
@@ -43,6 +47,10 @@ use crate::wire;
 
 /// Frames queued for one client before its task waits (the lag bound per subscriber).
 const QUEUE_FRAMES: usize = 8;
+/// Frames a stream on the live feed may have queued: it builds the next while
+/// the transport takes the last (one at a time cost fast subscribers 1.7-1.9x
+/// in fan-out p99; see README, Benchmark).
+const LIVE_FRAMES: usize = 2;
 /// Most events in one frame.
 const FRAME_EVENTS: usize = 512;
 /// About the most bytes in one frame (with the codec's small chunks, what a
@@ -98,9 +106,6 @@ pub struct Shared {
     pub budget: Budget,
 }
 
-/// A queued frame and the budget bytes it holds until the client takes it.
-type Queued = (Result<Frame, Status>, Option<Held>);
-
 /// Starts the subscriber's task; its frames come out of the returned stream. The
 /// task ends when the client goes away, `stop` is cancelled, or on a storage error
 /// (sent to the client as a status). `permit` (the organisation's stream limit)
@@ -111,14 +116,15 @@ pub fn spawn(
     stop: CancellationToken,
     permit: Option<Permit>,
 ) -> impl futures_util::Stream<Item = Result<Frame, Status>> + Send + Unpin + 'static {
-    use futures_util::StreamExt;
-    let (frames, stream) = mpsc::channel(QUEUE_FRAMES);
+    let frames = Outbox::new(QUEUE_FRAMES);
     let Shared {
         log,
         feed,
         metrics,
         budget,
     } = shared;
+    budget.register(&frames);
+    let stream = Arc::clone(&frames).stream();
     let task = Task {
         progress: metrics.subscriber(subscription.after),
         metrics,
@@ -133,7 +139,7 @@ pub fn spawn(
     };
     tokio::spawn(task.run());
     // The budget bytes are given back as the transport takes the frame.
-    ReceiverStream::new(stream).map(|(frame, _held): Queued| frame)
+    stream
 }
 
 struct Task {
@@ -142,7 +148,7 @@ struct Task {
     feed: Feed,
     live: broadcast::Receiver<Arc<Record>>,
     budget: Budget,
-    frames: mpsc::Sender<Queued>,
+    frames: Arc<Outbox>,
     stop: CancellationToken,
     metrics: Metrics,
     /// Served up to (for the lag metrics).
@@ -163,8 +169,10 @@ enum Next {
 /// What became of a frame handed to [`Task::send`].
 enum Sent {
     Queued,
-    /// Not queued: the budget is spent and the client has not read what it has.
-    OverBudget,
+    /// Not queued: the budget is spent and the client has not read what it has,
+    /// or the budget released what the stream had queued. Its events are owed
+    /// again, from the log, once the client has read what is left.
+    Dropped,
     Closed,
 }
 
@@ -176,8 +184,11 @@ impl Task {
             phase = match phase {
                 Next::CatchUp => self.catch_up(&mut next).await,
                 Next::Live => self.follow(&mut next).await,
-                Next::Stalled => self.drained().await,
-                Next::End => return,
+                Next::Stalled => self.drained(&mut next).await,
+                Next::End => {
+                    self.frames.finish();
+                    return;
+                }
             };
         }
     }
@@ -216,18 +227,19 @@ impl Task {
                     }
                     frame.push_entry(record.entry);
                     if frame.entries() >= FRAME_EVENTS || frame.byte_len() >= FRAME_BYTES {
-                        match self.send(std::mem::take(&mut frame)).await {
+                        let frame = std::mem::take(&mut frame);
+                        match self.send(frame, Some(first), Spent::Drop).await {
                             Sent::Queued => {}
-                            Sent::OverBudget => return self.resume_at(next, first),
+                            Sent::Dropped => return self.resume_at(next, first),
                             Sent::Closed => return Next::End,
                         }
                     }
                 }
             }
             if !frame.is_empty() {
-                match self.send(frame).await {
+                match self.send(frame, Some(first), Spent::Drop).await {
                     Sent::Queued => {}
-                    Sent::OverBudget => return self.resume_at(next, first),
+                    Sent::Dropped => return self.resume_at(next, first),
                     Sent::Closed => return Next::End,
                 }
             }
@@ -239,22 +251,27 @@ impl Task {
     async fn follow(&mut self, next: &mut u64) -> Next {
         let mut idle_until = Instant::now() + self.subscription.heartbeat;
         loop {
-            // A new live frame only once the transport has taken the last one:
-            // a client that reads slowly, or a busy hub, gets fewer and fuller
+            // A new live frame only while fewer than LIVE_FRAMES are queued: a
+            // client that reads slowly, or a busy hub, gets fewer and fuller
             // frames (the events wait in the ring meanwhile), and a client that
-            // does not read holds one frame and costs no work per event.
-            if !self.emptied().await {
-                return Next::End;
+            // does not read holds at most LIVE_FRAMES frames and costs no work
+            // per event.
+            match self.wait(|frames| frames.below(LIVE_FRAMES)).await {
+                Woken::Ready => {}
+                Woken::Released => return Next::Stalled,
+                Woken::Gone => return Next::End,
             }
             let received = tokio::select! {
                 biased;
                 () = self.stop.cancelled() => return Next::End,
-                () = self.frames.closed() => return Next::End,
+                woken = self.frames.interrupted() => {
+                    return if woken == Woken::Released { Next::Stalled } else { Next::End };
+                }
                 received = self.live.recv() => received,
                 () = tokio::time::sleep_until(idle_until) => {
-                    match self.send(self.heartbeat(*next - 1)).await {
+                    match self.send(self.heartbeat(*next - 1), None, Spent::Wait).await {
                         Sent::Queued => {}
-                        Sent::OverBudget => return Next::Stalled,
+                        Sent::Dropped => return Next::Stalled,
                         Sent::Closed => return Next::End,
                     }
                     idle_until = Instant::now() + self.subscription.heartbeat;
@@ -296,9 +313,9 @@ impl Task {
             }
             self.progress.served_up_to(*next - 1);
             if !frame.is_empty() {
-                match self.send(frame).await {
+                match self.send(frame, Some(first), Spent::Wait).await {
                     Sent::Queued => {}
-                    Sent::OverBudget => return self.resume_at(next, first),
+                    Sent::Dropped => return self.resume_at(next, first),
                     Sent::Closed => return Next::End,
                 }
                 idle_until = Instant::now() + self.subscription.heartbeat;
@@ -311,53 +328,51 @@ impl Task {
         if frame.is_empty() {
             return then;
         }
-        match self.send(frame).await {
+        match self.send(frame, Some(first), Spent::Wait).await {
             Sent::Queued => then,
-            Sent::OverBudget => self.resume_at(next, first),
+            Sent::Dropped => self.resume_at(next, first),
             Sent::Closed => Next::End,
         }
     }
 
-    /// A frame starting at `first` was dropped for the budget: it is owed again,
-    /// from the log, once the client has read what is queued.
+    /// A frame starting at `first` was not queued: it is owed again, from the
+    /// log, once the client has read what is queued.
     fn resume_at(&mut self, next: &mut u64, first: u64) -> Next {
         *next = first;
         self.progress.served_up_to(first - 1);
         Next::Stalled
     }
 
-    /// Waits until the transport has taken every queued frame; false when the
-    /// stream is stopped or its client has gone.
-    async fn emptied(&self) -> bool {
-        if self.frames.capacity() == self.frames.max_capacity() {
-            return true;
-        }
+    /// Waits on the outbox (`until`), or until the stream is stopped (as if
+    /// the client had gone).
+    async fn wait<'a, F>(&'a self, until: impl FnOnce(&'a Outbox) -> F) -> Woken
+    where
+        F: std::future::Future<Output = Woken> + 'a,
+    {
         tokio::select! {
             biased;
-            () = self.stop.cancelled() => false,
-            slots = self.frames.reserve_many(QUEUE_FRAMES) => slots.is_ok(),
+            () = self.stop.cancelled() => Woken::Gone,
+            woken = until(&self.frames) => woken,
         }
     }
 
     /// Waits until the client has taken every queued frame (or the end), then
-    /// sends the stream back to the log. Holds nothing meanwhile: the live
-    /// receiver is left behind (the log has every event it would have held).
-    async fn drained(&mut self) -> Next {
+    /// sends the stream back to the log, from the earliest event it still owes
+    /// (frames the budget released meanwhile included). Holds nothing
+    /// meanwhile: the live receiver is left behind (the log has every event it
+    /// would have held).
+    async fn drained(&mut self, next: &mut u64) -> Next {
         self.metrics.subscriber_stalled();
-        let drained = tokio::select! {
-            biased;
-            () = self.stop.cancelled() => return Next::End,
-            drained = self.frames.reserve_many(QUEUE_FRAMES) => drained,
-        };
-        match drained {
-            Ok(slots) => {
-                drop(slots);
-                // Skip what the ring announced meanwhile; the log serves it.
-                self.live = self.live.resubscribe();
-                Next::CatchUp
-            }
-            Err(_) => Next::End,
+        if self.wait(|frames| frames.emptied()).await != Woken::Ready {
+            return Next::End;
         }
+        if let Some(from) = self.frames.take_released() {
+            *next = (*next).min(from);
+            self.progress.served_up_to(*next - 1);
+        }
+        // Skip what the ring announced meanwhile; the log serves it.
+        self.live = self.live.resubscribe();
+        Next::CatchUp
     }
 
     /// A heartbeat: the durable head, and the sequence up to which every matching
@@ -370,33 +385,74 @@ impl Task {
         })
     }
 
-    /// Queues a frame for the client. The first queued frame is free; more
-    /// take their bytes from the budget, or are not queued at all.
-    async fn send(&self, frame: Frame) -> Sent {
-        let idle = self.frames.capacity() == self.frames.max_capacity();
-        let held = if idle {
+    /// Budget bytes for a frame of `bytes`; when the budget is spent, the
+    /// streams most behind release what they hold first.
+    fn take_budget(&self, bytes: usize) -> Option<Held> {
+        self.budget.try_take(bytes).or_else(|| {
+            let released = self.budget.release_most_behind(bytes);
+            if released > 0 {
+                self.metrics.subscribers_released(released);
+            }
+            self.budget.try_take(bytes)
+        })
+    }
+
+    /// Queues a frame (whose first event is `first`) for the client. The first
+    /// queued frame is free; more take their bytes from the budget. When the
+    /// budget cannot cover it, the frame waits until the client has taken
+    /// what is queued (`Spent::Wait`: a live frame, whose bytes the ring
+    /// shares) or is not queued at all (`Spent::Drop`: a frame read from the log).
+    async fn send(&self, frame: Frame, first: Option<u64>, spent: Spent) -> Sent {
+        match self.wait(|frames| frames.below(QUEUE_FRAMES)).await {
+            Woken::Ready => {}
+            Woken::Released => return Sent::Dropped,
+            Woken::Gone => return Sent::Closed,
+        }
+        let held = if self.frames.is_empty() {
             None
         } else {
-            match self.budget.try_take(frame.byte_len()) {
-                Some(held) => Some(held),
-                None => return Sent::OverBudget,
+            match (self.take_budget(frame.byte_len()), spent) {
+                (Some(held), _) => Some(held),
+                (None, Spent::Drop) => return Sent::Dropped,
+                (None, Spent::Wait) => match self.wait(|frames| frames.below(1)).await {
+                    // The transport took everything: this frame is free.
+                    Woken::Ready => None,
+                    Woken::Released => return Sent::Dropped,
+                    Woken::Gone => return Sent::Closed,
+                },
             }
         };
         // Counted before it goes out, so that a client holding it sees it counted.
         self.metrics.delivered(frame.entries());
-        let sent = tokio::select! {
-            biased;
-            () = self.stop.cancelled() => false,
-            sent = self.frames.send((Ok(frame), held)) => sent.is_ok(),
+        let entry = Entry {
+            frame: Ok(frame),
+            first,
+            held,
         };
-        if sent { Sent::Queued } else { Sent::Closed }
+        match self.frames.push(entry) {
+            Pushed::Queued => Sent::Queued,
+            Pushed::Released => Sent::Dropped,
+            Pushed::Gone => Sent::Closed,
+        }
     }
 
+    /// Sends `status` as the stream's end, once the client has read what is queued.
     async fn fail(&self, status: Status) -> Next {
         tracing::error!(%status, "subscription failed");
-        let _ = self.frames.send((Err(status), None)).await;
+        if self.wait(|frames| frames.emptied()).await == Woken::Ready {
+            self.frames.push_last(Err(status));
+        }
         Next::End
     }
+}
+
+/// What [`Task::send`] does with a frame the budget cannot cover.
+#[derive(Clone, Copy)]
+enum Spent {
+    /// Wait until the client has taken what is queued, then queue it.
+    Wait,
+    /// Do not queue it.
+    Drop,
 }
 
 #[cfg(test)]

@@ -339,12 +339,28 @@ fn assert_every_event_once_in_order(events: &[proto::Event], count: u64, who: &s
     );
 }
 
+/// The value of the sample `name` in a Prometheus exposition.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// Also the regression test for the first release's lost wake-up: a stream
+/// released after it had caught up and gone live, with its client reading at
+/// last and nothing more published, waited for the next event or heartbeat
+/// before going back to the log. The heartbeat here is an hour, so such a
+/// stream would miss the 30 s per message deadline.
 #[tokio::test]
 async fn stalled_streams_over_the_budget_release_it_and_then_receive_everything_once_in_order() {
+    use crate::operations::OpsHub;
     const EVENTS: u64 = 3_000;
     const STALLED: usize = 12;
     let data = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
-    let hub = TestHub::start_with(crate::harness::TestPki::new(), data, |config| {
+    let hub = TestHub::start_ops(crate::harness::TestPki::new(), data, |config| {
         config.subscriber_budget_bytes = 128 * 1024;
     })
     .await;
@@ -353,6 +369,10 @@ async fn stalled_streams_over_the_budget_release_it_and_then_receive_everything_
         let indicators = (0..100).map(|i| phone_indicator(batch * 100 + i)).collect();
         publish(&mut police, indicators).await;
     }
+    let request = || proto::SubscribeRequest {
+        heartbeat_seconds: 3600,
+        ..subscribe_request(0)
+    };
     // alpha-bank's streams catch up from the log and queue frames their client
     // does not read: together far more than the budget of 128 KiB.
     let alpha = narrow_client(&hub, "alpha-bank").await;
@@ -360,7 +380,7 @@ async fn stalled_streams_over_the_budget_release_it_and_then_receive_everything_
     for _ in 0..STALLED {
         let stream = alpha
             .clone()
-            .subscribe(subscribe_request(0))
+            .subscribe(request())
             .await
             .expect("within alpha-bank's limit");
         stalled.push(stream.into_inner());
@@ -369,7 +389,7 @@ async fn stalled_streams_over_the_budget_release_it_and_then_receive_everything_
     let mut beta = hub
         .client("beta-bank")
         .await
-        .subscribe(subscribe_request(0))
+        .subscribe(request())
         .await
         .expect("beta subscribes")
         .into_inner();
@@ -381,4 +401,98 @@ async fn stalled_streams_over_the_budget_release_it_and_then_receive_everything_
         let events = crate::harness::collect_events(stream, EVENTS as usize).await;
         assert_every_event_once_in_order(&events, EVENTS, &format!("stalled stream {n}"));
     }
+    let (_, metrics) = hub.http_get("/metrics").await;
+    assert!(
+        sample(&metrics, "dip_subscribers_released_total") > 0.0,
+        "the budget released the streams most behind"
+    );
+}
+
+/// Reads a Snapshot stream to its last message, `already` indicators having
+/// been read from it; returns how many indicators came in all.
+async fn read_snapshot(
+    stream: &mut tonic::Streaming<proto::SnapshotResponse>,
+    already: usize,
+) -> usize {
+    let mut indicators = already;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("snapshot messages arrive within 30 s")
+            .expect("snapshot healthy")
+            .expect("the stream ends with a last message");
+        indicators += message.indicators.len();
+        if message.last {
+            assert_eq!(
+                message.count, indicators as u64,
+                "the last message counts all"
+            );
+            return indicators;
+        }
+    }
+}
+
+#[tokio::test]
+async fn snapshots_beyond_the_limit_are_refused_naming_it_until_one_ends() {
+    // More than the hub and the transport can hold for a client that does not
+    // read (4 queued messages of up to 1,000 indicators, a 16 KiB window, a
+    // 32 KiB send buffer), so the first snapshot stays open while unread.
+    const INDICATORS: u64 = 12_000;
+    let hub = TestHub::start().await;
+    let mut police = hub.client("mumbai-police").await;
+    for batch in 0..INDICATORS / 100 {
+        let indicators = (0..100).map(|i| phone_indicator(batch * 100 + i)).collect();
+        publish(&mut police, indicators).await;
+    }
+    set_limits(
+        &hub,
+        "alpha-bank",
+        proto::OrgLimits {
+            snapshots: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    let alpha = narrow_client(&hub, "alpha-bank").await;
+    let request = || proto::SnapshotRequest { filter: None };
+    let mut first = alpha
+        .clone()
+        .snapshot(request())
+        .await
+        .expect("the first snapshot is within the limit")
+        .into_inner();
+    let message = first
+        .message()
+        .await
+        .expect("healthy")
+        .expect("a first message");
+    assert!(!message.last, "the snapshot is still being streamed");
+
+    let refused = alpha
+        .clone()
+        .snapshot(request())
+        .await
+        .expect_err("a second concurrent snapshot is beyond the limit");
+    assert_exhausted(&refused, &["snapshots", "alpha-bank", "limit is 1"]);
+
+    // Everyone else is unaffected: another bank takes a whole snapshot meanwhile.
+    let mut beta = hub
+        .client("beta-bank")
+        .await
+        .snapshot(request())
+        .await
+        .expect("another organisation takes a snapshot")
+        .into_inner();
+    assert_eq!(read_snapshot(&mut beta, 0).await, INDICATORS as usize);
+
+    // Once alpha-bank's snapshot has ended, its place is given back.
+    let all = read_snapshot(&mut first, message.indicators.len()).await;
+    assert_eq!(all, INDICATORS as usize);
+    let mut again = eventually(|| {
+        let mut alpha = alpha.clone();
+        async move { alpha.snapshot(request()).await }
+    })
+    .await
+    .into_inner();
+    assert_eq!(read_snapshot(&mut again, 0).await, INDICATORS as usize);
 }
