@@ -533,6 +533,77 @@ mod tests {
         stop.cancel();
     }
 
+    /// The first budget release's bug: a stream released after its catch-up,
+    /// on the live feed, waited for the next event or heartbeat before it went
+    /// back to the log, however long its client had been reading again.
+    #[tokio::test]
+    async fn a_stream_released_on_the_live_feed_resumes_from_the_log_once_its_client_reads() {
+        use crate::registry::{OrgStatus, Role};
+        use futures_util::StreamExt;
+        const EVENTS: u64 = 1200;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Log::open(dir.path()).expect("open");
+        let records: Vec<Record> = (1..=EVENTS)
+            .map(|sequence| Record {
+                sequence,
+                meta: meta(Kind::PhoneNumber, Risk::High),
+                idempotency: None,
+                entry: crate::frame::encode_event_entry(&proto::Event {
+                    sequence,
+                    ..Default::default()
+                }),
+            })
+            .collect();
+        log.append(&records).expect("append");
+        // The frames the catch-up builds: all but the first hold budget bytes.
+        let mut held = 0;
+        for chunk in records.chunks(FRAME_EVENTS).skip(1) {
+            let mut frame = Frame::default();
+            chunk.iter().for_each(|r| frame.push_entry(r.entry.clone()));
+            held += frame.byte_len();
+        }
+        let budget = Budget::new(1 << 20);
+        let shared = Shared {
+            log,
+            feed: Feed::new(16, EVENTS),
+            metrics: crate::metrics::Metrics::new(),
+            budget: budget.clone(),
+        };
+        let subscription = Subscription {
+            filter: Filter::default(),
+            viewer: Org {
+                id: "a".into(),
+                name: "a".into(),
+                role: Role::Bank,
+                status: OrgStatus::Active,
+                limits: Default::default(),
+            },
+            after: 0,
+            heartbeat: Duration::from_secs(3600),
+        };
+        let stop = CancellationToken::new();
+        let mut stream = spawn(subscription, shared, stop.clone(), None);
+        // Unread, the stream queues its whole catch-up and goes live.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while budget.in_use() != held {
+            assert!(Instant::now() < deadline, "the catch-up is queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(budget.release_most_behind(usize::MAX), 1);
+        assert_eq!(budget.in_use(), 0);
+        let mut sequences = Vec::new();
+        while sequences.len() < EVENTS as usize {
+            let frame = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("the released events come from the log at once, not at the heartbeat")
+                .expect("open")
+                .expect("frame");
+            sequences.extend(decode(&frame).events.iter().map(|e| e.sequence));
+        }
+        assert_eq!(sequences, (1..=EVENTS).collect::<Vec<_>>());
+        stop.cancel();
+    }
+
     fn decode(frame: &Frame) -> proto::SubscribeResponse {
         use prost::Message;
         proto::SubscribeResponse::decode(frame.encode_to_vec().as_slice()).expect("decodes")
