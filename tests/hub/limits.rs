@@ -496,3 +496,65 @@ async fn snapshots_beyond_the_limit_are_refused_naming_it_until_one_ends() {
     .into_inner();
     assert_eq!(read_snapshot(&mut again, 0).await, INDICATORS as usize);
 }
+
+#[tokio::test]
+async fn the_admin_command_line_shows_sets_and_resets_an_organisations_limits() {
+    let hub = TestHub::start().await;
+    let admin = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dip-hub"));
+        command
+            .args(["admin", "--hub", &hub.url(), "--as", "dot-regulator"])
+            .arg("--certs-dir")
+            .arg(hub.pki.pki_dir())
+            .args(["limits", "--id"])
+            .args(args);
+        async move {
+            tokio::task::spawn_blocking(move || command.output())
+                .await
+                .expect("join")
+                .expect("dip-hub admin runs")
+        }
+    };
+    let limits = |output: &std::process::Output| {
+        assert!(output.status.success(), "{output:?}");
+        let line: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("one JSON line");
+        assert_eq!(line["id"], "alpha-bank");
+        line["limits"].clone()
+    };
+
+    let shown = limits(&admin(&["alpha-bank"]).await);
+    assert_eq!(shown["subscribe_streams"], 64, "the BANK default: {shown}");
+    let set = limits(&admin(&["alpha-bank", "--subscribe-streams", "3", "--snapshots", "1"]).await);
+    assert_eq!(set["subscribe_streams"], 3);
+    assert_eq!(set["snapshots"], 1);
+    assert_eq!(set["connections"], 32, "a limit not given is the role's");
+    // In force for the organisation's next call.
+    let mut alpha = hub.client("alpha-bank").await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(alpha.subscribe(subscribe_request(0)).await.expect("within"));
+    }
+    let refused = alpha
+        .subscribe(subscribe_request(0))
+        .await
+        .expect_err("beyond the limit set by the command line");
+    assert_exhausted(&refused, &["subscribe_streams", "limit is 3"]);
+    assert_eq!(limits(&admin(&["alpha-bank"]).await), set, "shown as set");
+
+    let reset = limits(&admin(&["alpha-bank", "--reset"]).await);
+    assert_eq!(reset, shown, "back to the role's");
+
+    let invalid = admin(&["alpha-bank", "--subscribe-streams", "0"]).await;
+    assert!(!invalid.status.success());
+    let stderr = String::from_utf8_lossy(&invalid.stderr);
+    assert!(stderr.contains("limits.subscribe_streams"), "{stderr}");
+    let unknown = admin(&["no-such-org"]).await;
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no organisation has the id"),
+        "{unknown:?}"
+    );
+    let both = admin(&["alpha-bank", "--reset", "--snapshots", "2"]).await;
+    assert!(!both.status.success(), "{both:?}");
+}
