@@ -157,6 +157,14 @@ struct Task {
     _permit: Option<Permit>,
 }
 
+/// However the task ends (its last phase, a panic, the runtime's shutdown),
+/// the stream ends once the client has taken what is queued.
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.frames.finish();
+    }
+}
+
 /// Why a phase ended.
 enum Next {
     CatchUp,
@@ -185,10 +193,7 @@ impl Task {
                 Next::CatchUp => self.catch_up(&mut next).await,
                 Next::Live => self.follow(&mut next).await,
                 Next::Stalled => self.drained(&mut next).await,
-                Next::End => {
-                    self.frames.finish();
-                    return;
-                }
+                Next::End => return,
             };
         }
     }

@@ -204,9 +204,17 @@ pub(super) async fn publish_paced(
                 idempotency_key: String::new(),
             };
             let mut client = client.clone();
+            let answer_within = plan.drain;
             requests.spawn(async move {
                 let asked = Instant::now();
-                let answer = client.publish(request).await;
+                // Bounded: a hub that never answers is an error, not a hung bench.
+                let answer = tokio::time::timeout(answer_within, client.publish(request))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(tonic::Status::deadline_exceeded(format!(
+                            "no answer within the drain time, {answer_within:?}"
+                        )))
+                    });
                 drop(slot);
                 answer.map(|r| (r.into_inner().events.len() as u64, asked.elapsed()))
             });

@@ -116,7 +116,7 @@ pub struct BenchArgs {
     /// fanout: Publish requests in flight at once before the publisher falls behind its pace.
     #[arg(long, default_value_t = 256)]
     pub fanout_in_flight: usize,
-    /// fanout and catchup: seconds subscribers get, after the last publish, to receive every event; what has not arrived by then counts as missed.
+    /// fanout, catchup and abuse: seconds subscribers get, after the last publish, to receive every event (what has not arrived by then counts as missed); also the longest a paced Publish waits for its answer (then it counts as an error).
     #[arg(long, default_value_t = 60)]
     pub drain_secs: u64,
 
