@@ -51,6 +51,7 @@
 //! `src/cmd/`, on the binary side: the library never imports it.
 
 pub mod client;
+pub mod cluster;
 pub mod domain;
 pub mod edge;
 pub mod error;
