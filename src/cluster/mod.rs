@@ -48,11 +48,21 @@ impl Cluster {
     pub async fn join(servers: &[String]) -> Result<Cluster> {
         let unavailable =
             |what: &str, e: &dyn std::fmt::Display| Error::Unavailable(format!("{what}: {e}"));
+        let addresses = servers
+            .iter()
+            .map(|server| {
+                server.parse::<async_nats::ServerAddr>().map_err(|e| {
+                    Error::Config(format!(
+                        "cluster server {server:?}: {e}; expected nats://host:port"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let client = async_nats::ConnectOptions::new()
             .request_timeout(Some(REQUEST_TIMEOUT))
             .retry_on_initial_connect()
             .max_reconnects(None)
-            .connect(servers.join(","))
+            .connect(addresses)
             .await
             .map_err(|e| unavailable("connecting to the NATS cluster", &e))?;
         let mut jetstream = js::new(client.clone());
@@ -72,11 +82,20 @@ impl Cluster {
                 Err(error) => return Err(unavailable("creating the JetStream stream", &error)),
             }
         };
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| unavailable("reading the JetStream stream", &e))?;
-        check_stream(&info.config)?;
+        // A stream just created elects its leader: wait (bounded) until it has
+        // one, so that the first write does not find nobody to take it.
+        let config = loop {
+            let info = stream
+                .info()
+                .await
+                .map_err(|e| unavailable("reading the JetStream stream", &e))?;
+            let led = info.cluster.as_ref().is_none_or(|c| c.leader.is_some());
+            if led || tokio::time::Instant::now() >= deadline {
+                break info.config.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        check_stream(&config)?;
         Ok(Cluster {
             client,
             jetstream,
