@@ -146,9 +146,22 @@ impl Lease {
                 }
                 Err(error) => {
                     tracing::warn!(%error, "lost the leader lease: this node stops writing");
+                    self.state().leading_until = None;
+                    // Taken by another node (then it is named), or NATS unreachable.
+                    let holder = bucket.entry(KEY).await;
                     let mut state = self.state();
-                    state.leading_until = None;
-                    state.problem = Some(format!("renewing the leader lease failed: {error}"));
+                    match holder {
+                        Ok(entry) => {
+                            state.leader = entry
+                                .filter(|e| e.operation == kv::Operation::Put)
+                                .map(|e| String::from_utf8_lossy(&e.value).into_owned());
+                            state.problem = None;
+                        }
+                        Err(_) => {
+                            state.problem =
+                                Some(format!("renewing the leader lease failed: {error}"))
+                        }
+                    }
                     None
                 }
             },

@@ -107,7 +107,8 @@ impl Publisher {
                         }
                     }
                 }
-                Some(Ok(Err(status))) => {
+                // Transport errors: the hub died mid-call; retry elsewhere (same key).
+                Some(Ok(Err(status))) if status.code() != Code::Unknown => {
                     panic!("publish {n} ({key}) refused: {status:?}")
                 }
                 // Timeout or no connection: the hub is gone or paused.
