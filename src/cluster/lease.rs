@@ -83,6 +83,8 @@ impl Lease {
             )
         } else if let Some(leader) = state.leader.as_ref().filter(|l| **l != self.node) {
             format!("this hub node is a follower: send writes to the cluster's leader at {leader}")
+        } else if state.leader.as_ref() == Some(&self.node) {
+            "this hub node's leader lease has lapsed (it was paused or cut off) and it is finding out who leads now: retry in a few seconds".into()
         } else {
             "no hub node leads the cluster at the moment (an election is under way): retry in a few seconds".into()
         }))
@@ -150,16 +152,24 @@ impl Lease {
                     // Taken by another node (then it is named), or NATS unreachable.
                     let holder = bucket.entry(KEY).await;
                     let mut state = self.state();
+                    let holder = match holder {
+                        Ok(entry) => entry
+                            .filter(|e| e.operation == kv::Operation::Put)
+                            .map(|e| String::from_utf8_lossy(&e.value).into_owned()),
+                        Err(_) => None,
+                    };
                     match holder {
-                        Ok(entry) => {
-                            state.leader = entry
-                                .filter(|e| e.operation == kv::Operation::Put)
-                                .map(|e| String::from_utf8_lossy(&e.value).into_owned());
+                        // Taken over: name the new leader.
+                        Some(holder) if holder != self.node => {
+                            state.leader = Some(holder);
                             state.problem = None;
                         }
-                        Err(_) => {
+                        // Still ours as far as a (maybe stale) replica says, or
+                        // unreadable: the servers did not take the renewal.
+                        _ => {
+                            state.leader = None;
                             state.problem =
-                                Some(format!("renewing the leader lease failed: {error}"))
+                                Some(format!("renewing the leader lease failed: {error}"));
                         }
                     }
                     None

@@ -183,17 +183,7 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     tracing::info!(addr = %grpc_addr, "hub starting: health answers NOT_SERVING until the database is open and replayed");
     let (log, sequencer, feed, writer, cursors, cursor_thread, node) =
         starting::serve_health_while(incoming.as_mut(), health_service.clone(), starting).await?;
-    let cluster_tasks = node
-        .as_ref()
-        .map(|node| {
-            node.run(
-                sequencer.applier(),
-                feed.clone(),
-                health.clone(),
-                stop_cluster.clone(),
-            )
-        })
-        .unwrap_or_default();
+    let applier = sequencer.applier();
 
     let (audit, audit_task) = Audit::start(log.clone(), metrics.clone());
     let expiry = expiry::spawn(
@@ -247,6 +237,11 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
         .map(|reload| tokio::spawn(reload_on_trigger(hub.clone(), reload, side_tasks.clone())));
 
     set_health(&health, ServingStatus::Serving).await;
+    // In a cluster the write health follows the lease from now on.
+    let cluster_tasks = node
+        .as_ref()
+        .map(|node| node.run(applier, feed.clone(), health.clone(), stop_cluster.clone()))
+        .unwrap_or_default();
     if let Some(ready) = controls.ready {
         ready();
     }

@@ -193,6 +193,17 @@ async fn subscriber(
     }
 }
 
+/// The longest time without an acknowledgement between `from` and `to`.
+fn longest_gap(times: &[Instant], from: Instant, to: Instant) -> Duration {
+    let mut last = from;
+    let mut longest = Duration::ZERO;
+    for &at in times.iter().filter(|t| **t >= from && **t <= to) {
+        longest = longest.max(at - last);
+        last = at;
+    }
+    longest
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nothing_acknowledged_is_lost_when_the_leader_hub_and_the_stream_leader_are_killed() {
     let seed = std::env::var("DIP_CLUSTER_SEED")
@@ -242,11 +253,17 @@ async fn nothing_acknowledged_is_lost_when_the_leader_hub_and_the_stream_leader_
 
     // Two publishers, each with its own keys, for ~20 s.
     let acked: Arc<Mutex<BTreeMap<u64, (String, u64)>>> = Arc::default();
+    let acked_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let stop_load = tokio_util::sync::CancellationToken::new();
     let publishers: Vec<_> = (0..2u64)
         .map(|p| {
-            let (pki, ports, acked, stop) =
-                (pki.clone(), ports.clone(), acked.clone(), stop_load.clone());
+            let (pki, ports, acked, acked_at, stop) = (
+                pki.clone(),
+                ports.clone(),
+                acked.clone(),
+                acked_at.clone(),
+                stop_load.clone(),
+            );
             let current = ports[leader];
             tokio::spawn(async move {
                 let mut publisher = Publisher {
@@ -260,6 +277,10 @@ async fn nothing_acknowledged_is_lost_when_the_leader_hub_and_the_stream_leader_
                     n += 1;
                     let key = format!("p{p}-{n}");
                     let first = publisher.publish(n, &key).await;
+                    acked_at
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Instant::now());
                     // The retry of an acknowledged key answers the same.
                     if n % 50 == 0 {
                         let again = publisher.publish(n, &key).await;
@@ -293,19 +314,16 @@ async fn nothing_acknowledged_is_lost_when_the_leader_hub_and_the_stream_leader_
     let acked_before = acked.lock().unwrap_or_else(|p| p.into_inner()).len();
     hubs[leader].kill();
     let (_, _) = wait_for_leader(&hubs.iter().collect::<Vec<_>>(), WITHIN).await;
-    // The first write acknowledged after the kill.
+    // Writes flow again (more than the two that may have been in flight).
     let deadline = Instant::now() + WITHIN;
-    while acked.lock().unwrap_or_else(|p| p.into_inner()).len() <= acked_before {
+    while acked.lock().unwrap_or_else(|p| p.into_inner()).len() <= acked_before + 10 {
         assert!(
             Instant::now() < deadline,
-            "no write acknowledged within 30 s of the leader hub's death"
+            "writes did not resume within 30 s of the leader hub's death"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    eprintln!(
-        "failover after the leader hub's kill -9: first write acknowledged {:?} later",
-        killed_at.elapsed()
-    );
+    let hub_killed_at = killed_at;
     tokio::time::sleep(random.millis(1_000, 3_000)).await;
     hubs[leader].restart().await;
 
@@ -319,17 +337,21 @@ async fn nothing_acknowledged_is_lost_when_the_leader_hub_and_the_stream_leader_
     let acked_before = acked.lock().unwrap_or_else(|p| p.into_inner()).len();
     nats.kill(stream_leader);
     let deadline = Instant::now() + WITHIN;
-    while acked.lock().unwrap_or_else(|p| p.into_inner()).len() <= acked_before {
+    while acked.lock().unwrap_or_else(|p| p.into_inner()).len() <= acked_before + 10 {
         assert!(
             Instant::now() < deadline,
-            "no write acknowledged within 30 s of the stream leader's death"
+            "writes did not resume within 30 s of the stream leader's death"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    eprintln!(
-        "write stall after the NATS stream leader's kill -9: {:?}",
-        killed_at.elapsed()
-    );
+    {
+        let times = acked_at.lock().unwrap_or_else(|p| p.into_inner());
+        eprintln!(
+            "write stall (longest time without an ack) after the leader hub's kill -9: {:?}; after the NATS stream leader's: {:?}",
+            longest_gap(&times, hub_killed_at, killed_at),
+            longest_gap(&times, killed_at, Instant::now())
+        );
+    }
     tokio::time::sleep(random.millis(1_000, 3_000)).await;
     nats.restart(stream_leader).await;
     tokio::time::sleep(random.millis(2_000, 4_000)).await;

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 mod faults;
+mod quorum;
 mod split_brain;
 
 use std::io::{Read, Write};
