@@ -17,7 +17,7 @@ const ORG: &str = "dot-regulator";
 async fn without_a_nats_quorum_writes_are_refused_and_reads_go_on() {
     let mut nats = NatsCluster::start().await;
     let pki = TestPki::new();
-    let hubs = vec![
+    let hubs = [
         ClusterHub::start(&pki, &nats).await,
         ClusterHub::start(&pki, &nats).await,
     ];

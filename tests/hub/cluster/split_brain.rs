@@ -15,7 +15,7 @@ const ORG: &str = "dot-regulator";
 async fn a_paused_leader_that_wakes_after_losing_its_lease_cannot_fork_the_log() {
     let nats = NatsCluster::start().await;
     let pki = TestPki::new();
-    let mut hubs = vec![
+    let mut hubs = [
         ClusterHub::start(&pki, &nats).await,
         ClusterHub::start(&pki, &nats).await,
     ];
