@@ -14,6 +14,7 @@
 //! numbers events 1, 2, 3 ... without a gap, and a group planned against head
 //! H lands at H+1.. or not at all.
 
+pub mod cursors;
 pub mod jetstream;
 pub mod lease;
 pub mod replica;
@@ -182,13 +183,17 @@ const HEALTH_EVERY: Duration = Duration::from_millis(250);
 pub struct Node {
     pub cluster: Cluster,
     pub lease: std::sync::Arc<lease::Lease>,
+    /// The durable consumer cursors every node shares.
+    pub cursors: std::sync::Arc<cursors::KvCursors>,
 }
 
 impl Node {
     /// Joins the cluster as the node whose gRPC address is `address`.
     pub async fn join(servers: &[String], address: String) -> Result<Node> {
+        let cluster = Cluster::join(servers).await?;
         Ok(Node {
-            cluster: Cluster::join(servers).await?,
+            cursors: std::sync::Arc::new(cursors::KvCursors::open(&cluster).await?),
+            cluster,
             lease: lease::Lease::new(address),
         })
     }

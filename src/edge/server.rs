@@ -156,6 +156,7 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
             false => Some(cluster::Node::join(&cluster_servers, grpc_addr.to_string()).await?),
         };
         let backend = node.as_ref().map(|node| node.backend_factory());
+        let shared_cursors = node.as_ref().map(|node| node.cursors.clone());
         tokio::task::spawn_blocking(move || {
             let log = Log::open(&data_dir)?;
             let changes = admin::apply_stored(&log, &start_registry)?;
@@ -174,7 +175,10 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
                     start_metrics,
                 )?,
             };
-            let (cursors, cursor_thread) = Cursors::start(log.clone())?;
+            let (mut cursors, cursor_thread) = Cursors::start(log.clone())?;
+            if let Some(shared) = shared_cursors {
+                cursors = cursors.shared(shared);
+            }
             Ok::<_, Error>((log, sequencer, feed, writer, cursors, cursor_thread, node))
         })
         .await

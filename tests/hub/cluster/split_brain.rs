@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use dip_hub::proto;
 use tonic::Code;
 
 use super::{ClusterHub, NatsCluster, WITHIN, events_through, publish_request, wait_for_leader};
@@ -81,5 +82,56 @@ async fn a_paused_leader_that_wakes_after_losing_its_lease_cannot_fork_the_log()
             .map(|r| r.events[0].event_id.clone())
             .collect::<Vec<_>>(),
         "each acknowledged event at its sequence"
+    );
+
+    // Durable consumer cursors are shared: acknowledged on one hub, a consumer
+    // resumes after it on the other.
+    let acked = new_client
+        .ack(proto::AckRequest {
+            consumer: "block-list".into(),
+            sequence: 2,
+        })
+        .await
+        .expect("ack on the new leader")
+        .into_inner();
+    assert_eq!(acked.acknowledged_sequence, 2);
+    let lower = old_client
+        .ack(proto::AckRequest {
+            consumer: "block-list".into(),
+            sequence: 1,
+        })
+        .await
+        .expect("a lower ack on the other hub")
+        .into_inner();
+    assert_eq!(
+        lower.acknowledged_sequence, 2,
+        "a cursor never moves back, across hubs"
+    );
+    let mut resumed = old_client
+        .subscribe(proto::SubscribeRequest {
+            consumer: "block-list".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe by consumer name on the other hub")
+        .into_inner();
+    // The first event it gets (a heartbeat may come first).
+    let first_event = tokio::time::timeout(WITHIN, async {
+        loop {
+            let message = resumed
+                .message()
+                .await
+                .expect("stream healthy")
+                .expect("stream open");
+            if let Some(event) = message.events.first() {
+                return event.sequence;
+            }
+        }
+    })
+    .await
+    .expect("an event within 30 s");
+    assert_eq!(
+        first_event, 3,
+        "the consumer resumes after its shared cursor"
     );
 }
