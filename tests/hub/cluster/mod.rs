@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 mod faults;
+mod fence;
 mod quorum;
 mod split_brain;
 
