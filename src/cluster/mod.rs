@@ -17,6 +17,7 @@
 pub mod cursors;
 pub mod jetstream;
 pub mod lease;
+pub mod local;
 pub mod replica;
 
 use std::time::Duration;

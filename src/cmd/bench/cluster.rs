@@ -10,7 +10,6 @@
 //! into a hub: it is a client like any other, and stops everything it started.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +23,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use dip_hub::client;
-use dip_hub::cluster::{STREAM, WRITE_HEALTH_SERVICE};
+use dip_hub::cluster::{WRITE_HEALTH_SERVICE, local};
 use dip_hub::proto;
 use dip_hub::proto::indicator_hub_service_client::IndicatorHubServiceClient;
 
@@ -59,11 +58,6 @@ impl Nats {
         for _ in 0..3 {
             ports.push((free_port()?, free_port()?, free_port()?));
         }
-        let routes = ports
-            .iter()
-            .map(|(_, route, _)| format!("\"nats-route://127.0.0.1:{route}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
         let mut children = Vec::new();
         let mut names = Vec::new();
         for (i, (client_port, cluster_port, http_port)) in ports.iter().enumerate() {
@@ -72,11 +66,11 @@ impl Nats {
             let config = dir.join(format!("nats-{name}.conf"));
             std::fs::write(
                 &config,
-                format!(
-                    "server_name: {name}\nlisten: \"127.0.0.1:{client_port}\"\nhttp: \"127.0.0.1:{http_port}\"\n\
-                     jetstream {{ store_dir: \"{}\", sync_interval: always }}\n\
-                     cluster {{ name: dip, listen: \"127.0.0.1:{cluster_port}\", routes: [{routes}] }}\n",
-                    store.display()
+                local::server_config(
+                    &name,
+                    (*client_port, *cluster_port, *http_port),
+                    &ports,
+                    &store,
                 ),
             )?;
             let log = std::fs::File::create(dir.join(format!("nats-{name}.log")))?;
@@ -112,7 +106,7 @@ impl Nats {
     async fn wait_healthy(&self, i: usize) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if http_get(self.http_ports[i], "/healthz").await.is_some() {
+            if local::get(self.http_ports[i], "/healthz").await.is_some() {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -134,15 +128,8 @@ impl Nats {
             if self.children[i].is_none() {
                 continue;
             }
-            let Some(body) = http_get(*port, "/jsz?streams=true").await else {
-                continue;
-            };
-            let jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
-            let leader = jsz["account_details"]
-                .as_array()?
-                .iter()
-                .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
-                .find(|s| s["name"] == STREAM)
+            let leader = local::stream_detail(*port)
+                .await
                 .and_then(|s| s["cluster"]["leader"].as_str().map(str::to_owned));
             if let Some(leader) = leader {
                 return self.names.iter().position(|n| *n == leader);
@@ -156,25 +143,6 @@ impl Nats {
             let _ = child.kill().await;
         }
     }
-}
-
-/// A plain HTTP/1.0 GET on loopback; the body of a 200 answer.
-async fn http_get(port: u16, path: &str) -> Option<String> {
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let (head, body) = response.split_once("\r\n\r\n")?;
-        head.lines()
-            .next()
-            .is_some_and(|status| status.contains(" 200 "))
-            .then(|| body.to_owned())
-    })
-    .await
-    .ok()?
 }
 
 /// Whether `hub` takes writes (its write health says SERVING).

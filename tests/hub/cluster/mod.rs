@@ -15,8 +15,7 @@ mod fence;
 mod quorum;
 mod split_brain;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -24,6 +23,7 @@ use std::time::Duration;
 
 use crate::harness::Client;
 use dip_hub::client;
+use dip_hub::cluster::local::{self, get as http_get, stream_detail};
 use dip_hub::proto;
 use tempfile::TempDir;
 use tokio::time::Instant;
@@ -80,19 +80,14 @@ impl NatsCluster {
             .map(|(i, &(client_port, cluster_port, http_port))| {
                 let name = format!("n{i}");
                 let store = dir.path().join(&name);
-                let routes = ports
-                    .iter()
-                    .map(|(_, route, _)| format!("\"nats-route://127.0.0.1:{route}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ");
                 let config = dir.path().join(format!("{name}.conf"));
                 std::fs::write(
                     &config,
-                    format!(
-                        "server_name: {name}\nlisten: \"127.0.0.1:{client_port}\"\nhttp: \"127.0.0.1:{http_port}\"\n\
-                         jetstream {{ store_dir: \"{}\", sync_interval: always }}\n\
-                         cluster {{ name: dip, listen: \"127.0.0.1:{cluster_port}\", routes: [{routes}] }}\n",
-                        store.display()
+                    local::server_config(
+                        &name,
+                        (client_port, cluster_port, http_port),
+                        &ports,
+                        &store,
                     ),
                 )
                 .expect("nats config");
@@ -234,36 +229,6 @@ impl Drop for NatsCluster {
     }
 }
 
-/// The stream's detail in a server's `/jsz` (its own replica's state).
-async fn stream_detail(port: u16) -> Option<serde_json::Value> {
-    let body = http_get(port, "/jsz?streams=true").await?;
-    let jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
-    jsz["account_details"]
-        .as_array()?
-        .iter()
-        .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
-        .find(|s| s["name"] == dip_hub::cluster::STREAM)
-}
-
-/// A plain HTTP/1.0 GET on loopback (the NATS monitoring endpoint); the body.
-async fn http_get(port: u16, path: &str) -> Option<String> {
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let (head, body) = response.split_once("\r\n\r\n")?;
-        head.lines()
-            .next()
-            .is_some_and(|status| status.contains(" 200 "))
-            .then(|| body.to_owned())
-    })
-    .await
-    .ok()?
-}
-
 /// A `dip-hub serve --cluster` child process with its own data directory.
 pub struct ClusterHub {
     pub hub: Option<ChildHub>,
@@ -396,7 +361,8 @@ pub fn publish_request(n: u64, key: &str) -> proto::PublishRequest {
     }
 }
 
-/// Every event from sequence 1 up to `head` through a Subscribe on `hub`.
+/// Every event from sequence 1 up to `head` through a Subscribe on `hub`
+/// (for an organisation that sees them all).
 pub async fn events_through(hub: &ClusterHub, org: &str, head: u64) -> Vec<proto::Event> {
     let mut client = hub.client(org).await;
     let mut stream = client
@@ -404,16 +370,8 @@ pub async fn events_through(hub: &ClusterHub, org: &str, head: u64) -> Vec<proto
         .await
         .expect("subscribe")
         .into_inner();
-    let mut events: Vec<proto::Event> = Vec::new();
-    while events.last().map_or(0, |e| e.sequence) < head {
-        let message = tokio::time::timeout(WITHIN, stream.message())
-            .await
-            .expect("events arrive within 30 s")
-            .expect("stream healthy")
-            .expect("stream open");
-        events.extend(message.events);
-    }
-    events
+    // The organisation sees every event: `head` of them.
+    crate::harness::collect_events(&mut stream, head as usize).await
 }
 
 /// The last Snapshot message (as_of_sequence, digest, count) of `hub`.
