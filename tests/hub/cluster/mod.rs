@@ -10,6 +10,7 @@
 
 #![allow(dead_code)]
 
+mod cli;
 mod faults;
 mod fence;
 mod quorum;
