@@ -7,7 +7,10 @@
 //! does the writer announce it: apply the events to the state view (stored, and
 //! published in memory as a new `view` version), move the durable head, fan them
 //! out, and answer. At start it replays the log into the state view, so a crash
-//! between flush and apply loses nothing. Must never answer before the
+//! between flush and apply loses nothing. In cluster mode the same thread also
+//! takes events other nodes appended to the replicated log ([`Applier`]): it
+//! checks they follow its head, stores them locally with one flush and
+//! announces them the same way. Must never answer before the
 //! flush, and never run on an async worker (it blocks on disk).
 
 use std::sync::Arc;
