@@ -45,9 +45,14 @@ impl ClientCerts {
 
 /// Connects to the hub at `url` (e.g. `https://localhost:7443`).
 pub async fn connect(url: &str, certs: &ClientCerts) -> Result<IndicatorHubServiceClient<Channel>> {
-    Ok(IndicatorHubServiceClient::new(channel(url, certs).await?)
+    Ok(hub_client(channel(url, certs).await?))
+}
+
+/// The hub's client over `channel`, with the hub's message size limits.
+pub fn hub_client(channel: Channel) -> IndicatorHubServiceClient<Channel> {
+    IndicatorHubServiceClient::new(channel)
         .max_decoding_message_size(MAX_RESPONSE_BYTES)
-        .max_encoding_message_size(MAX_REQUEST_BYTES))
+        .max_encoding_message_size(MAX_REQUEST_BYTES)
 }
 
 /// A mutual-TLS channel to the hub at `url`, for any of its services (the

@@ -45,12 +45,19 @@
 //!    and visibility; [`misp`] maps a snapshot to a MISP feed, for
 //!    `dip-hub export misp`.
 //!
+//! 7. [`cluster`], cluster mode: the log on a NATS JetStream stream (R3) with
+//!    several hubs in front of it; the leader's writer appends through the
+//!    JetStream log [`backend`] (atomic batches fenced by the expected last
+//!    sequence), a KV lease says which hub leads, and every hub's writer
+//!    applies what the stream holds to its local sled log.
+//!
 //! Beside them: [`client`] connects as an organisation, [`proto`] is the
 //! generated contract, [`error`] the one error type. The `dip-hub` command (its
 //! subcommands, the demo and the load generator) is the application in
 //! `src/cmd/`, on the binary side: the library never imports it.
 
 pub mod client;
+pub mod cluster;
 pub mod domain;
 pub mod edge;
 pub mod error;

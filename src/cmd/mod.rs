@@ -80,9 +80,15 @@ pub enum Command {
 /// How a client reaches the hub and who it is.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// The hub's address.
-    #[arg(long, default_value = "https://localhost:7443", env = "DIP_HUB")]
-    pub hub: String,
+    /// The hub's address; several (repeated or comma-separated) for a cluster:
+    /// each is tried in turn, and `subscribe` moves to the next when one fails.
+    #[arg(
+        long,
+        default_value = "https://localhost:7443",
+        env = "DIP_HUB",
+        value_delimiter = ','
+    )]
+    pub hub: Vec<String>,
     /// Act as this organisation, with its certificate from --certs-dir.
     #[arg(long = "as", env = "DIP_ORG")]
     pub org: Option<String>,
@@ -115,12 +121,34 @@ impl ClientArgs {
         }
     }
 
+    /// The first of the hubs that accepts the connection.
     async fn connect(&self) -> Result<IndicatorHubServiceClient<Channel>> {
-        Ok(client::connect(&self.hub, &self.certs()?).await?)
+        let channel = self.channel().await?;
+        Ok(client::hub_client(channel))
     }
 
+    /// A channel to the first of the hubs that accepts the connection.
     async fn channel(&self) -> Result<Channel> {
-        Ok(client::channel(&self.hub, &self.certs()?).await?)
+        let certs = self.certs()?;
+        if let [hub] = self.hub.as_slice() {
+            return Ok(client::channel(hub, &certs).await?);
+        }
+        let mut failed = Vec::new();
+        for hub in &self.hub {
+            match client::channel(hub, &certs).await {
+                Ok(channel) => return Ok(channel),
+                Err(error) => failed.push(format!("{hub}: {error}")),
+            }
+        }
+        Err(anyhow::anyhow!(
+            "no hub accepted the connection ({})",
+            failed.join("; ")
+        ))
+    }
+
+    /// A client of hub `hub`.
+    async fn connect_to(&self, hub: &str) -> Result<IndicatorHubServiceClient<Channel>> {
+        Ok(client::connect(hub, &self.certs()?).await?)
     }
 }
 

@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// MiB all Subscribe streams together may hold queued for slow clients [default: 64].
     #[arg(long, env = "DIP_SUBSCRIBER_BUDGET_MIB")]
     pub subscriber_budget_mib: Option<usize>,
+    /// Cluster mode: the NATS JetStream servers holding the log, comma-separated
+    /// (nats://127.0.0.1:4222,...); unset: one node on its own sled log.
+    #[arg(long, env = "DIP_CLUSTER", value_delimiter = ',')]
+    pub cluster: Vec<String>,
 }
 
 impl ServeArgs {
@@ -87,6 +91,7 @@ impl ServeArgs {
             shutdown_grace_seconds: self.shutdown_grace_seconds,
             limits: Default::default(),
             subscriber_budget_mib: self.subscriber_budget_mib,
+            cluster: self.cluster.clone(),
         };
         Ok(given.over(file).settings()?)
     }

@@ -4,6 +4,8 @@
 //! Owns: the subscription's arguments and its output. Must never acknowledge
 //! an event before it is flushed to stdout.
 
+use std::time::Duration;
+
 use anyhow::Result;
 use clap::Args;
 
@@ -33,13 +35,69 @@ pub struct SubscribeArgs {
     pub limit: Option<u64>,
 }
 
-/// Runs the subcommand.
+/// Consecutive failed attempts, per hub given, before `subscribe` gives up.
+const ATTEMPTS_PER_HUB: usize = 10;
+/// Pause before trying the next hub.
+const MOVE_AFTER: Duration = Duration::from_millis(500);
+
+/// Where the subscription stands, carried from one hub to the next.
+struct Position {
+    /// Continue after this sequence (the last event written, or delivered_through).
+    after: u64,
+    from_now: bool,
+    /// Events written so far (for --limit).
+    seen: u64,
+}
+
+/// Runs the subcommand. With several hubs (a cluster), a stream that fails or
+/// ends moves to the next hub with `after_sequence` = the last event written,
+/// so nothing is skipped or repeated.
 pub async fn run(args: SubscribeArgs) -> Result<()> {
-    let mut client = args.client.connect().await?;
+    let hubs = &args.client.hub;
+    let mut position = Position {
+        after: args.after,
+        from_now: args.from_now,
+        seen: 0,
+    };
+    let mut at = 0;
+    let mut failures = 0;
+    loop {
+        let hub = &hubs[at];
+        let before = position.seen;
+        let outcome = follow(&args, hub, &mut position).await;
+        if position.seen > before {
+            failures = 0;
+        }
+        match outcome {
+            Ok(true) => return Ok(()),
+            Ok(false) if hubs.len() == 1 => return Ok(()),
+            Err(error) if hubs.len() == 1 => return Err(error),
+            ended => {
+                failures += 1;
+                let why = match ended {
+                    Err(error) => error.to_string(),
+                    Ok(_) => "the stream ended".into(),
+                };
+                if failures >= ATTEMPTS_PER_HUB * hubs.len() {
+                    anyhow::bail!(
+                        "no hub serves the subscription ({failures} attempts); last: {why}"
+                    );
+                }
+                at = (at + 1) % hubs.len();
+                tracing::warn!(from = %hub, to = %hubs[at], after = position.after, %why, "moving the subscription to the next hub");
+                tokio::time::sleep(MOVE_AFTER).await;
+            }
+        }
+    }
+}
+
+/// Follows the stream of one hub; `true` once the limit is reached.
+async fn follow(args: &SubscribeArgs, hub: &str, position: &mut Position) -> Result<bool> {
+    let mut client = args.client.connect_to(hub).await?;
     let request = proto::SubscribeRequest {
         filter: Some(args.filter.filter()),
-        after_sequence: args.after,
-        from_now: args.from_now,
+        after_sequence: position.after,
+        from_now: position.from_now,
         consumer: args.consumer.clone(),
         heartbeat_seconds: 0,
     };
@@ -48,7 +106,6 @@ pub async fn run(args: SubscribeArgs) -> Result<()> {
         .await
         .map_err(remote)?
         .into_inner();
-    let mut seen = 0;
     while let Some(message) = stream.message().await.map_err(remote)? {
         let mut done = None;
         if let Some(heartbeat) = &message.heartbeat {
@@ -62,10 +119,15 @@ pub async fn run(args: SubscribeArgs) -> Result<()> {
         for event in &message.events {
             print_json(&client::event_json(event));
             done = Some(event.sequence);
-            seen += 1;
-            if args.limit.is_some_and(|limit| seen >= limit) {
+            position.seen += 1;
+            if args.limit.is_some_and(|limit| position.seen >= limit) {
                 break;
             }
+        }
+        if let Some(sequence) = done {
+            // Resumed elsewhere, the stream goes on after what was written.
+            position.after = position.after.max(sequence);
+            position.from_now = false;
         }
         if let (false, Some(sequence)) = (args.consumer.is_empty(), done) {
             use std::io::Write;
@@ -82,9 +144,9 @@ pub async fn run(args: SubscribeArgs) -> Result<()> {
                 .into_inner();
             tracing::debug!(acknowledged = acked.acknowledged_sequence, "acknowledged");
         }
-        if args.limit.is_some_and(|limit| seen >= limit) {
-            return Ok(());
+        if args.limit.is_some_and(|limit| position.seen >= limit) {
+            return Ok(true);
         }
     }
-    Ok(())
+    Ok(false)
 }

@@ -31,6 +31,7 @@ use crate::admin::{self, AdminService};
 use crate::api::{Hub, HubService};
 use crate::audit::Audit;
 use crate::budget::Budget;
+use crate::cluster;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::cursor::Cursors;
@@ -144,26 +145,50 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
         &sever,
     ));
     let (health, health_service) = tonic_health::server::health_reporter();
+    let stop = CancellationToken::new();
+    let stop_cluster = stop.clone();
     set_health(&health, ServingStatus::NotServing).await;
-    let starting = tokio::task::spawn_blocking(move || {
-        let log = Log::open(&data_dir)?;
-        let changes = admin::apply_stored(&log, &start_registry)?;
-        if changes > 0 {
-            tracing::info!(
-                changes,
-                "applied stored organisation changes over the registry file"
-            );
-        }
-        let (sequencer, feed, writer) =
-            Sequencer::start_with(log.clone(), feed_capacity, start_metrics)?;
-        let (cursors, cursor_thread) = Cursors::start(log.clone())?;
-        Ok::<_, Error>((log, sequencer, feed, writer, cursors, cursor_thread))
+    let cluster_servers = config.cluster.clone();
+    let starting = tokio::spawn(async move {
+        // Cluster mode: the log is the cluster's JetStream stream.
+        let node = match cluster_servers.is_empty() {
+            true => None,
+            false => Some(cluster::Node::join(&cluster_servers, grpc_addr.to_string()).await?),
+        };
+        let backend = node.as_ref().map(|node| node.backend_factory());
+        let shared_cursors = node.as_ref().map(|node| node.cursors.clone());
+        tokio::task::spawn_blocking(move || {
+            let log = Log::open(&data_dir)?;
+            let changes = admin::apply_stored(&log, &start_registry)?;
+            if changes > 0 {
+                tracing::info!(
+                    changes,
+                    "applied stored organisation changes over the registry file"
+                );
+            }
+            let (sequencer, feed, writer) = match backend {
+                None => Sequencer::start_with(log.clone(), feed_capacity, start_metrics)?,
+                Some(backend) => Sequencer::start_on(
+                    log.clone(),
+                    Box::new(backend(log.clone())),
+                    feed_capacity,
+                    start_metrics,
+                )?,
+            };
+            let (mut cursors, cursor_thread) = Cursors::start(log.clone())?;
+            if let Some(shared) = shared_cursors {
+                cursors = cursors.shared(shared);
+            }
+            Ok::<_, Error>((log, sequencer, feed, writer, cursors, cursor_thread, node))
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("start-up was interrupted: {e}")))?
     });
     tracing::info!(addr = %grpc_addr, "hub starting: health answers NOT_SERVING until the database is open and replayed");
-    let (log, sequencer, feed, writer, cursors, cursor_thread) =
+    let (log, sequencer, feed, writer, cursors, cursor_thread, node) =
         starting::serve_health_while(incoming.as_mut(), health_service.clone(), starting).await?;
+    let applier = sequencer.applier();
 
-    let stop = CancellationToken::new();
     let (audit, audit_task) = Audit::start(log.clone(), metrics.clone());
     let expiry = expiry::spawn(
         log.clone(),
@@ -216,6 +241,11 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
         .map(|reload| tokio::spawn(reload_on_trigger(hub.clone(), reload, side_tasks.clone())));
 
     set_health(&health, ServingStatus::Serving).await;
+    // In a cluster the write health follows the lease from now on.
+    let cluster_tasks = node
+        .as_ref()
+        .map(|node| node.run(applier, feed.clone(), health.clone(), stop_cluster.clone()))
+        .unwrap_or_default();
     if let Some(ready) = controls.ready {
         ready();
     }
@@ -285,6 +315,10 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
     if let Err(error) = expiry.await {
         tracing::error!(%error, "the expiry task failed");
     }
+    // The cluster's replica consumer holds a handle on the writer too.
+    for task in cluster_tasks {
+        let _ = task.await;
+    }
     if audit_task.await.is_err() {
         tracing::error!("the audit task panicked");
     }
@@ -309,6 +343,7 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
         "",
         <IndicatorHubServiceServer<HubService> as NamedService>::NAME,
         <AdminServiceServer<AdminService> as NamedService>::NAME,
+        cluster::WRITE_HEALTH_SERVICE,
     ] {
         health.set_service_status(service, status).await;
     }

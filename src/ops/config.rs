@@ -57,6 +57,9 @@ pub struct Config {
     pub role_limits: BTreeMap<Role, LimitOverrides>,
     /// Bytes Subscribe streams may hold queued for their clients, summed over streams.
     pub subscriber_budget_bytes: usize,
+    /// Cluster mode: the NATS servers (`nats://host:port`) whose JetStream holds
+    /// the log; empty: one node on its own sled log.
+    pub cluster: Vec<String>,
 }
 
 impl Config {
@@ -69,6 +72,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             role_limits: BTreeMap::new(),
             subscriber_budget_bytes: budget::DEFAULT_BYTES,
+            cluster: Vec::new(),
         }
     }
 
@@ -93,6 +97,14 @@ impl Config {
         }
         if self.feed_capacity == 0 {
             return Err(Error::Config("the feed capacity must be at least 1".into()));
+        }
+        for server in &self.cluster {
+            let parsed = url::Url::parse(server).ok();
+            if !parsed.is_some_and(|u| u.scheme() == "nats" && u.host_str().is_some()) {
+                return Err(Error::Config(format!(
+                    "cluster server {server:?} is not a NATS address; expected nats://host:port"
+                )));
+            }
         }
         Ok(())
     }
@@ -139,6 +151,9 @@ pub struct ServeFile {
     pub limits: BTreeMap<Role, LimitOverrides>,
     /// Global budget for what Subscribe streams hold queued, in MiB.
     pub subscriber_budget_mib: Option<usize>,
+    /// Cluster mode: the NATS servers holding the log, e.g. `["nats://10.0.0.1:4222"]`.
+    #[serde(default)]
+    pub cluster: Vec<String>,
 }
 
 /// What `dip-hub serve` runs: the addresses to bind and the server's configuration.
@@ -185,6 +200,11 @@ impl ServeFile {
                 self.limits
             },
             subscriber_budget_mib: self.subscriber_budget_mib.or(beneath.subscriber_budget_mib),
+            cluster: if self.cluster.is_empty() {
+                beneath.cluster
+            } else {
+                self.cluster
+            },
         }
     }
 
@@ -216,6 +236,7 @@ impl ServeFile {
         }
         config.shutdown_grace = Duration::from_secs(grace);
         config.role_limits = self.limits;
+        config.cluster = self.cluster;
         if let Some(mib) = self.subscriber_budget_mib {
             if !(1..=65_536).contains(&mib) {
                 return Err(Error::Config(format!(

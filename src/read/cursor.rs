@@ -13,6 +13,10 @@
 //! so one organisation can neither read nor move another's. Must never answer
 //! before the flush, never move a cursor backwards, and never run on an async
 //! worker (it blocks on disk).
+//!
+//! In cluster mode the cursors live in a store every node shares instead (a
+//! [`SharedCursors`], the cluster's KV bucket), with the same rules: forward
+//! only, answered once the store confirmed it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,6 +36,19 @@ const MAX_GROUP: usize = 4096;
 /// (organisation, consumer name).
 type CursorKey = (String, String);
 
+/// A boxed future, for [`SharedCursors`].
+pub type Pending<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 'a>>;
+
+/// Cursors kept where every node of a cluster reads them.
+pub trait SharedCursors: Send + Sync + 'static {
+    /// The consumer's acknowledged sequence, if any.
+    fn position<'a>(&'a self, org_id: &'a str, consumer: &'a str) -> Pending<'a, Option<u64>>;
+    /// Moves the cursor to `sequence` unless it is already there or beyond;
+    /// answers the stored value once it is durable.
+    fn ack<'a>(&'a self, org_id: &'a str, consumer: &'a str, sequence: u64) -> Pending<'a, u64>;
+}
+
 struct AckJob {
     key: CursorKey,
     sequence: u64,
@@ -46,6 +63,8 @@ pub struct Cursors {
     log: Log,
     /// Cursors known to be durable (the thread's own writes, after their flush).
     durable: Arc<Mutex<HashMap<CursorKey, u64>>>,
+    /// Cluster mode: the shared store, used instead of the local log.
+    shared: Option<Arc<dyn SharedCursors>>,
 }
 
 impl Cursors {
@@ -62,12 +81,31 @@ impl Cursors {
             .name("dip-cursors".into())
             .spawn(move || committer.run(queue))
             .map_err(|e| Error::io("starting the cursor thread", e))?;
-        Ok((Cursors { jobs, log, durable }, thread))
+        Ok((
+            Cursors {
+                jobs,
+                log,
+                durable,
+                shared: None,
+            },
+            thread,
+        ))
+    }
+
+    /// These cursors, kept in `shared` (cluster mode) instead of the local log.
+    pub fn shared(self, shared: Arc<dyn SharedCursors>) -> Cursors {
+        Cursors {
+            shared: Some(shared),
+            ..self
+        }
     }
 
     /// Acknowledges `sequence` for the consumer; answers the durable cursor, which
     /// is `sequence` or a higher one acknowledged before.
     pub async fn ack(&self, org_id: &str, consumer: &str, sequence: u64) -> Result<u64> {
+        if let Some(shared) = &self.shared {
+            return shared.ack(org_id, consumer, sequence).await;
+        }
         let key = (org_id.to_string(), consumer.to_string());
         if let Some(stored) = self.cached(&key)
             && sequence <= stored
@@ -90,6 +128,9 @@ impl Cursors {
 
     /// The consumer's acknowledged sequence, if it has acknowledged anything.
     pub async fn position(&self, org_id: &str, consumer: &str) -> Result<Option<u64>> {
+        if let Some(shared) = &self.shared {
+            return shared.position(org_id, consumer).await;
+        }
         let key = (org_id.to_string(), consumer.to_string());
         if let Some(stored) = self.cached(&key) {
             return Ok(Some(stored));

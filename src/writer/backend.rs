@@ -24,10 +24,20 @@ pub trait LogBackend: Send + 'static {
     /// The sequence of the newest durable event (0 when the log is empty).
     fn head(&self) -> Result<u64>;
 
+    /// Whether this node may sequence now, its log at `head` (cluster mode: it
+    /// holds the leader lease and has caught up); an `Unavailable` error says
+    /// why not and where to write instead. One node alone always may.
+    fn writable(&self, _head: u64) -> Result<()> {
+        Ok(())
+    }
+
     /// Appends `records` (sequences `expected_head + 1` onwards, in order) if the
     /// log's head is still `expected_head`; all or nothing. Returns once they are
     /// durable. An error means nothing may be acknowledged: either nothing was
     /// stored, or (for a backend that can time out) it is not known yet.
+    /// `Unavailable` is such an error that leaves the writer able to go on (a
+    /// replicated log refused the group or did not confirm it: the node learns
+    /// what landed from the log itself); any other error stops the writer.
     fn append_group(&mut self, expected_head: u64, records: &[Record]) -> Result<()>;
 }
 

@@ -59,6 +59,13 @@ async fn run(log: Log, sequencer: Sequencer, alarm: Arc<Alarm>, stop: Cancellati
                 alarm.arm(now_millis().saturating_add(BACKOFF.as_millis() as Millis));
                 BACKOFF
             }
+            // Cluster mode: only the leader's writer takes EXPIRED events; a
+            // follower's scan is refused until it leads (no error to report).
+            Err(Error::Unavailable(reason)) => {
+                tracing::debug!(%reason, "expiry waits: this hub does not take writes now");
+                alarm.arm(now_millis().saturating_add(BACKOFF.as_millis() as Millis));
+                BACKOFF
+            }
             Err(error) => {
                 tracing::error!(%error, "expiring indicators failed; retrying");
                 alarm.arm(now_millis().saturating_add(BACKOFF.as_millis() as Millis));

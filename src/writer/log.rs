@@ -565,7 +565,7 @@ fn sequence_from_key(bytes: &[u8]) -> Result<u64> {
 }
 
 /// `[version][kind][category][risk][tlp][event type][org len][org][key len][key][count u32 if key][fingerprint 16 if key][entry]`
-fn encode_record(record: &Record) -> Vec<u8> {
+pub fn encode_record(record: &Record) -> Vec<u8> {
     let meta = &record.meta;
     let org = meta.source_org.as_bytes();
     let mut bytes = Vec::with_capacity(16 + org.len() + record.entry.len());
@@ -592,7 +592,7 @@ fn encode_record(record: &Record) -> Vec<u8> {
     bytes
 }
 
-fn decode_record(sequence: u64, bytes: &[u8]) -> Result<Record> {
+pub fn decode_record(sequence: u64, bytes: &[u8]) -> Result<Record> {
     let corrupt = |problem: &str| Error::Corrupt {
         sequence,
         problem: problem.to_string(),

@@ -7,7 +7,10 @@
 //! does the writer announce it: apply the events to the state view (stored, and
 //! published in memory as a new `view` version), move the durable head, fan them
 //! out, and answer. At start it replays the log into the state view, so a crash
-//! between flush and apply loses nothing. Must never answer before the
+//! between flush and apply loses nothing. In cluster mode the same thread also
+//! takes events other nodes appended to the replicated log ([`Applier`]): it
+//! checks they follow its head, stores them locally with one flush and
+//! announces them the same way. Must never answer before the
 //! flush, and never run on an async worker (it blocks on disk).
 
 use std::sync::Arc;
@@ -16,13 +19,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::alarm::Alarm;
-use crate::backend::LogBackend;
+use crate::backend::{LogBackend, check_follows};
 use crate::error::{Error, Result};
 use crate::feed::Feed;
 use crate::frame;
 use crate::group::{self, Group, Outcome, StateOverlay};
 use crate::indicator::{EventType, now_millis};
-use crate::log::{IdempotencyEntry, IdempotentHit, Log};
+use crate::log::{IdempotencyEntry, IdempotentHit, Log, Record};
 use crate::metrics::Metrics;
 use crate::policy::Permit;
 use crate::view::{View, ViewWriter};
@@ -44,10 +47,47 @@ struct Job {
     reply: oneshot::Sender<Result<Committed>>,
 }
 
+/// What the writer takes from its queue.
+enum Work {
+    Submit(Job),
+    /// Events another node made durable in a replicated log (cluster mode).
+    Apply(Replicated),
+}
+
+struct Replicated {
+    records: Vec<Record>,
+    /// The writer's head once they are applied.
+    reply: oneshot::Sender<Result<u64>>,
+}
+
+/// Hands the writer events that are durable in the replicated log but were not
+/// appended by this node (cluster mode): it stores them in the local log and
+/// announces them like its own. Holding one keeps the writer running.
+#[derive(Clone)]
+pub struct Applier {
+    jobs: mpsc::Sender<Work>,
+}
+
+impl Applier {
+    /// Applies `records` (in sequence order; those at or below the writer's head
+    /// are already applied and skipped). Returns the writer's head after them;
+    /// an error if they do not follow it (the caller resumes from head + 1).
+    pub async fn apply(&self, records: Vec<Record>) -> Result<u64> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Work::Apply(Replicated { records, reply }))
+            .await
+            .map_err(|_| Error::Unavailable("the hub's writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the hub's writer stopped before applying".into()))?
+    }
+}
+
 /// The handle the API uses to submit; cheap to clone.
 #[derive(Clone)]
 pub struct Sequencer {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Work>,
     view: View,
     alarm: Arc<Alarm>,
 }
@@ -103,6 +143,13 @@ impl Sequencer {
         Ok((Sequencer { jobs, view, alarm }, feed, thread))
     }
 
+    /// The handle through which a replicated log's consumer feeds the writer.
+    pub fn applier(&self) -> Applier {
+        Applier {
+            jobs: self.jobs.clone(),
+        }
+    }
+
     /// The state view the writer publishes a version of after each group.
     pub fn view(&self) -> View {
         self.view.clone()
@@ -117,7 +164,7 @@ impl Sequencer {
     pub async fn submit(&self, _permit: Permit, submission: Submission) -> Result<Committed> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { submission, reply })
+            .send(Work::Submit(Job { submission, reply }))
             .await
             .map_err(|_| Error::Unavailable("the hub's writer has stopped".into()))?;
         answer
@@ -141,33 +188,40 @@ fn replay(log: &Log, head: u64) -> Result<()> {
         let Some(last) = records.last().map(|r| r.sequence) else {
             break;
         };
-        let mut view = StateOverlay::default();
-        let mut idempotency = Vec::new();
-        for record in &records {
-            let event =
-                wire::event_from_proto(frame::decode_event_entry(&record.entry).map_err(|e| {
-                    Error::Corrupt {
-                        sequence: record.sequence,
-                        problem: e,
-                    }
-                })?)?;
-            if let Some(mark) = &record.idempotency {
-                idempotency.push(IdempotencyEntry {
-                    org_id: event.source.org_id.clone(),
-                    key: mark.key.clone(),
-                    hit: IdempotentHit {
-                        first_sequence: record.sequence,
-                        count: mark.count,
-                        fingerprint: mark.fingerprint,
-                    },
-                });
-            }
-            view.apply(&event, |key| log.indicator(key))?;
-        }
+        let (view, idempotency) = derive(log, &records)?;
         log.apply_state(&view.changed(), &idempotency, last)?;
         applied = last;
     }
     Ok(())
+}
+
+/// The state changes and idempotency entries of durable `records`, over the
+/// stored state.
+fn derive(log: &Log, records: &[Record]) -> Result<(StateOverlay, Vec<IdempotencyEntry>)> {
+    let mut view = StateOverlay::default();
+    let mut idempotency = Vec::new();
+    for record in records {
+        let event =
+            wire::event_from_proto(frame::decode_event_entry(&record.entry).map_err(|e| {
+                Error::Corrupt {
+                    sequence: record.sequence,
+                    problem: e,
+                }
+            })?)?;
+        if let Some(mark) = &record.idempotency {
+            idempotency.push(IdempotencyEntry {
+                org_id: event.source.org_id.clone(),
+                key: mark.key.clone(),
+                hit: IdempotentHit {
+                    first_sequence: record.sequence,
+                    count: mark.count,
+                    fingerprint: mark.fingerprint,
+                },
+            });
+        }
+        view.apply(&event, |key| log.indicator(key))?;
+    }
+    Ok((view, idempotency))
 }
 
 struct Writer {
@@ -187,15 +241,28 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
-        while let Some(first) = queue.blocking_recv() {
+    fn run(mut self, mut queue: mpsc::Receiver<Work>) {
+        let mut next = None;
+        while let Some(work) = next.take().or_else(|| queue.blocking_recv()) {
+            let first = match work {
+                Work::Submit(job) => job,
+                Work::Apply(replicated) => {
+                    let head = self.apply_replicated(replicated.records);
+                    let _ = replicated.reply.send(head);
+                    continue;
+                }
+            };
             let mut jobs = vec![first];
             let mut events = jobs[0].submission.changes.len();
             while jobs.len() < MAX_GROUP_SUBMISSIONS && events < MAX_GROUP_EVENTS {
                 match queue.try_recv() {
-                    Ok(job) => {
+                    Ok(Work::Submit(job)) => {
                         events += job.submission.changes.len();
                         jobs.push(job);
+                    }
+                    Ok(apply) => {
+                        next = Some(apply);
+                        break;
                     }
                     Err(_) => break,
                 }
@@ -217,6 +284,13 @@ impl Writer {
             }
             return;
         }
+        if let Err(error) = self.backend.writable(self.head) {
+            let message = error.to_string();
+            for job in jobs {
+                let _ = job.reply.send(Err(Error::Unavailable(message.clone())));
+            }
+            return;
+        }
         let (submissions, replies): (Vec<_>, Vec<_>) =
             jobs.into_iter().map(|j| (j.submission, j.reply)).unzip();
         let view = &self.view;
@@ -230,6 +304,15 @@ impl Writer {
         );
         if !group.records.is_empty() {
             if let Err(error) = self.backend.append_group(group.after, &group.records) {
+                if let Error::Unavailable(message) = error {
+                    // A replicated log refused the group or did not confirm it:
+                    // nothing is acknowledged; what landed arrives from the log.
+                    tracing::warn!(%message, "the log did not take the group; nothing acknowledged");
+                    for reply in replies {
+                        let _ = reply.send(Err(Error::Unavailable(message.clone())));
+                    }
+                    return;
+                }
                 tracing::error!(%error, "appending to the log failed; the writer stops accepting");
                 self.broken.store(true, Ordering::Release);
                 for reply in replies {
@@ -292,6 +375,47 @@ impl Writer {
             };
             let _ = reply.send(answer);
         }
+    }
+
+    /// Stores and announces events another node made durable; returns the head.
+    fn apply_replicated(&mut self, records: Vec<Record>) -> Result<u64> {
+        let records: Vec<Record> = records
+            .into_iter()
+            .filter(|record| record.sequence > self.head)
+            .collect();
+        if records.is_empty() {
+            return Ok(self.head);
+        }
+        check_follows(self.head, &records)?;
+        if self.broken.load(Ordering::Acquire) {
+            return Err(Error::Unavailable(
+                "the hub's storage failed; it must be restarted".into(),
+            ));
+        }
+        let stored = self
+            .log
+            .append(&records)
+            .and_then(|()| self.log.flush())
+            .and_then(|()| derive(&self.log, &records));
+        let (overlay, idempotency) = match stored {
+            Ok(derived) => derived,
+            Err(error) => {
+                tracing::error!(%error, "storing replicated events failed; the writer stops until a restart");
+                self.broken.store(true, Ordering::Release);
+                return Err(error);
+            }
+        };
+        let after = self.head;
+        self.head = after + records.len() as u64;
+        let group = Group {
+            after,
+            records,
+            idempotency,
+            overlay,
+            outcomes: Vec::new(),
+        };
+        self.announce(group, Vec::new());
+        Ok(self.head)
     }
 
     /// The answer first given to a submission with the same idempotency key.

@@ -4,6 +4,7 @@
 mod bad_input;
 mod bench;
 mod child;
+mod cluster;
 mod crash;
 mod demo;
 mod deploy;

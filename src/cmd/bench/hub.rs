@@ -116,6 +116,16 @@ impl ChildHub {
     /// Starts `dip-hub serve` (this very executable) on a fresh database under
     /// `bench`, and waits until it answers a request, for at most `startup`.
     pub async fn start(bench: &BenchDir, name: &str, startup: Duration) -> Result<ChildHub> {
+        ChildHub::start_with(bench, name, startup, &[]).await
+    }
+
+    /// [`ChildHub::start`] with more `serve` arguments (e.g. `--cluster`).
+    pub async fn start_with(
+        bench: &BenchDir,
+        name: &str,
+        startup: Duration,
+        extra: &[String],
+    ) -> Result<ChildHub> {
         let exe =
             std::env::current_exe().map_err(|e| io_error("finding the dip-hub executable", e))?;
         let data_dir = bench.path().join(format!("{name}-data"));
@@ -132,6 +142,7 @@ impl ChildHub {
             .arg(bench.pki_dir())
             .arg("--registry")
             .arg(bench.path().join("orgs.toml"))
+            .args(extra)
             .env(
                 "RUST_LOG",
                 std::env::var("DIP_BENCH_HUB_LOG").unwrap_or("warn".into()),
@@ -203,6 +214,16 @@ impl ChildHub {
             self.log_path.display(),
             tail.join("\n")
         )
+    }
+
+    /// The hub's gRPC address (`https://localhost:PORT`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// kill -9, and reap it.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
     }
 
     /// A client acting as `org`, on a connection of its own.

