@@ -229,14 +229,24 @@ async fn nothing_acknowledged_is_lost_when_the_leader_hub_and_the_stream_leader_
     let ports: Vec<u16> = hubs.iter().map(|h| h.port).collect();
     let (leader, _) = wait_for_leader(&hubs.iter().collect::<Vec<_>>(), WITHIN).await;
 
-    // A follower refuses writes, naming the leader.
+    // A follower refuses writes, naming the leader. Just after start-up a
+    // follower may not have read the lease yet (JetStream answers "no
+    // responders" while its KV stream elects a leader): it then says it cannot
+    // reach a quorum, and the probe is repeated until it has read the lease.
     let follower = (leader + 1) % hubs.len();
-    let refused = hubs[follower]
-        .client(ORG)
-        .await
-        .publish(publish_request(999_999, "follower-probe"))
-        .await
-        .expect_err("a follower does not sequence");
+    let probe_until = Instant::now() + WITHIN;
+    let refused = loop {
+        let refused = hubs[follower]
+            .client(ORG)
+            .await
+            .publish(publish_request(999_999, "follower-probe"))
+            .await
+            .expect_err("a follower does not sequence");
+        if !refused.message().contains("cannot reach a quorum") || Instant::now() > probe_until {
+            break refused;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert!(
         refused.message().contains(&hubs[leader].addr().to_string()),
