@@ -63,7 +63,10 @@ pub mod writer;
 // Every module keeps its short path (`dip_hub::tls`, `crate::log`), so code and
 // library users name a module without its layer.
 pub use domain::{digest, indicator, normalize, policy, registry, state, validate};
-pub use edge::{api, codec, credentials, http2, identity, limits, server, starting, streams, tls};
+pub use edge::{
+    api, codec, credentials, http2, identity, limits, publish_stream, server, starting, streams,
+    tls,
+};
 pub use interop::{misp, taxii};
 pub use ops::{admin, audit, config, metrics, pki};
 pub use read::{budget, cursor, feed, frame, snapshot, subscription, view};

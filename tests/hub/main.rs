@@ -18,6 +18,7 @@ mod misp;
 mod operations;
 mod policy;
 mod provision;
+mod publish_stream;
 mod python_client;
 mod security;
 mod spine;
