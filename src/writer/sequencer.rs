@@ -1,15 +1,23 @@
 //! The sequencer: the hub's one writer.
 //!
-//! Owns: invariants 1 and 2. A single thread takes authorized submissions and
+//! Owns: invariants 1 and 2. The writer takes authorized submissions and
 //! commits many of them at a time (group commit), in three steps: `group` plans
 //! the group (events with the next sequences, 1, 2, 3 ... no gaps, encoded once),
 //! the log `backend` makes it durable with one append and flush, and only then
 //! does the writer announce it: apply the events to the state view (stored, and
 //! published in memory as a new `view` version), move the durable head, fan them
-//! out, and answer. At start it replays the log into the state view, so a crash
-//! between flush and apply loses nothing. Must never answer before the
-//! flush, and never run on an async worker (it blocks on disk).
+//! out, and answer. Two threads, a pipeline: the planner (`dip-writer`) plans
+//! the next group while the committer (`dip-commit`) makes the current one
+//! durable and announces it; the planner plans on top of the groups the view
+//! does not show yet (their state changes and idempotency keys), and hands the
+//! committer one group at a time, in order. A group is answered only after its
+//! own append, and announced only after every group before it. At start it
+//! replays the log into the state view, so a crash between flush and apply
+//! loses nothing. Must never answer before the flush, apply the view out of
+//! order or before durability, and never run on an async worker (it blocks on
+//! disk).
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -22,9 +30,10 @@ use crate::feed::Feed;
 use crate::frame;
 use crate::group::{self, Group, Outcome, StateOverlay};
 use crate::indicator::{EventType, now_millis};
-use crate::log::{IdempotencyEntry, IdempotentHit, Log};
+use crate::log::{IdempotencyEntry, IdempotentHit, Log, Record};
 use crate::metrics::Metrics;
 use crate::policy::Permit;
+use crate::state::IndicatorState;
 use crate::view::{View, ViewWriter};
 use crate::wire;
 
@@ -86,19 +95,27 @@ impl Sequencer {
         let feed = Feed::new(feed_capacity, head);
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
         let alarm = Arc::new(Alarm::default());
-        let writer = Writer {
+        let broken = Arc::new(AtomicBool::new(false));
+        let committer = Committer {
             backend,
-            log,
+            log: log.clone(),
             view: view_writer,
             alarm: alarm.clone(),
             feed: feed.clone(),
             metrics,
             head,
-            broken: Arc::new(AtomicBool::new(false)),
+            broken: Arc::clone(&broken),
+        };
+        let planner = Planner {
+            log,
+            view: view.clone(),
+            pending: VecDeque::new(),
+            head,
+            broken,
         };
         let thread = std::thread::Builder::new()
             .name("dip-writer".into())
-            .spawn(move || writer.run(queue))
+            .spawn(move || planner.run(queue, committer))
             .map_err(|e| Error::io("starting the writer thread", e))?;
         Ok((Sequencer { jobs, view, alarm }, feed, thread))
     }
@@ -187,7 +204,185 @@ fn replay(log: &Log, head: u64) -> Result<()> {
     Ok(())
 }
 
-struct Writer {
+/// What a planned group changes, kept by the planner until the view shows it,
+/// so that the next group is planned on top of it before it is durable.
+struct Effects {
+    /// The head once the group is appended.
+    head: u64,
+    overlay: StateOverlay,
+    idempotency: Vec<IdempotencyEntry>,
+    /// `idempotency` by (organisation, key), for the planner's look-ups.
+    keys: HashMap<(String, String), IdempotentHit>,
+}
+
+/// A planned group on its way to the committer.
+struct Commit {
+    after: u64,
+    records: Vec<Record>,
+    outcomes: Vec<Outcome>,
+    effects: Arc<Effects>,
+    replies: Vec<oneshot::Sender<Result<Committed>>>,
+}
+
+/// The writer's first stage: takes submissions and plans groups (sequences,
+/// state rules, encoding) on top of the groups still being made durable.
+struct Planner {
+    /// The idempotency index as stored.
+    log: Log,
+    /// The state view as last applied by the committer.
+    view: View,
+    /// Groups planned and not yet in the view, oldest first.
+    pending: VecDeque<Arc<Effects>>,
+    /// The head once every planned group is appended.
+    head: u64,
+    broken: Arc<AtomicBool>,
+}
+
+impl Planner {
+    /// Plans groups until every `Sequencer` handle is dropped, handing each to
+    /// the committer thread; while the committer makes one group durable the
+    /// next is planned (at most one planned group waits for it).
+    fn run(mut self, mut queue: mpsc::Receiver<Job>, committer: Committer) {
+        let (commits, incoming) = std::sync::mpsc::sync_channel::<Commit>(0);
+        let committing = std::thread::Builder::new()
+            .name("dip-commit".into())
+            .spawn(move || committer.run(incoming));
+        let committing = match committing {
+            Ok(thread) => thread,
+            Err(error) => {
+                tracing::error!(%error, "starting the commit thread failed; the writer refuses everything");
+                self.broken.store(true, Ordering::Release);
+                while let Some(job) = queue.blocking_recv() {
+                    let _ = job.reply.send(Err(Error::Unavailable(
+                        "the hub's writer could not start".into(),
+                    )));
+                }
+                return;
+            }
+        };
+        while let Some(first) = queue.blocking_recv() {
+            let mut jobs = vec![first];
+            let mut events = jobs[0].submission.changes.len();
+            while jobs.len() < MAX_GROUP_SUBMISSIONS && events < MAX_GROUP_EVENTS {
+                match queue.try_recv() {
+                    Ok(job) => {
+                        events += job.submission.changes.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let commit = self.plan(jobs);
+            if let Err(unsent) = commits.send(commit) {
+                for reply in unsent.0.replies {
+                    let _ = reply.send(Err(Error::Unavailable(
+                        "the hub's writer has stopped".into(),
+                    )));
+                }
+            }
+        }
+        drop(commits);
+        let _ = committing.join();
+        tracing::info!(head = self.head, "writer stopped");
+    }
+
+    /// Plans one group against the view and the groups planned before it.
+    fn plan(&mut self, jobs: Vec<Job>) -> Commit {
+        let (submissions, replies): (Vec<_>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.submission, j.reply)).unzip();
+        let version = self.view.current();
+        // Groups the view already shows are looked up there (and in the stored
+        // idempotency index) from now on.
+        while self
+            .pending
+            .front()
+            .is_some_and(|effects| effects.head <= version.applied)
+        {
+            self.pending.pop_front();
+        }
+        if self.broken.load(Ordering::Acquire) {
+            // The committer refuses it; nothing is planned on a broken log.
+            return Commit {
+                after: self.head,
+                records: Vec::new(),
+                outcomes: Vec::new(),
+                effects: Arc::new(Effects::default_at(self.head)),
+                replies,
+            };
+        }
+        let pending = &self.pending;
+        let log = &self.log;
+        let group = group::plan(
+            &submissions,
+            self.head,
+            now_millis(),
+            |key| {
+                for effects in pending.iter().rev() {
+                    if let Some(state) = effects.overlay.after(key) {
+                        return state.cloned();
+                    }
+                }
+                version
+                    .states
+                    .get(key)
+                    .map(|state| IndicatorState::clone(state))
+            },
+            |org, key| {
+                let wanted = (org.to_string(), key.to_string());
+                for effects in pending.iter().rev() {
+                    if let Some(hit) = effects.keys.get(&wanted) {
+                        return Ok(Some(*hit));
+                    }
+                }
+                log.idempotent(org, key)
+            },
+        );
+        let Group {
+            after,
+            records,
+            idempotency,
+            overlay,
+            outcomes,
+        } = group;
+        let head = after + records.len() as u64;
+        let keys = idempotency
+            .iter()
+            .map(|entry| ((entry.org_id.clone(), entry.key.clone()), entry.hit))
+            .collect();
+        let effects = Arc::new(Effects {
+            head,
+            overlay,
+            idempotency,
+            keys,
+        });
+        if !records.is_empty() {
+            self.pending.push_back(Arc::clone(&effects));
+        }
+        self.head = head;
+        Commit {
+            after,
+            records,
+            outcomes,
+            effects,
+            replies,
+        }
+    }
+}
+
+impl Effects {
+    fn default_at(head: u64) -> Effects {
+        Effects {
+            head,
+            overlay: StateOverlay::default(),
+            idempotency: Vec::new(),
+            keys: HashMap::new(),
+        }
+    }
+}
+
+/// The writer's second stage: makes each planned group durable, then
+/// announces it, in the order planned.
+struct Committer {
     /// The local store: idempotency index, stored state view, reads for replays.
     log: Log,
     /// Where groups are made durable.
@@ -203,50 +398,34 @@ struct Writer {
     broken: Arc<AtomicBool>,
 }
 
-impl Writer {
-    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
-        while let Some(first) = queue.blocking_recv() {
-            let mut jobs = vec![first];
-            let mut events = jobs[0].submission.changes.len();
-            while jobs.len() < MAX_GROUP_SUBMISSIONS && events < MAX_GROUP_EVENTS {
-                match queue.try_recv() {
-                    Ok(job) => {
-                        events += job.submission.changes.len();
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.commit_group(jobs);
+impl Committer {
+    fn run(mut self, incoming: std::sync::mpsc::Receiver<Commit>) {
+        while let Ok(commit) = incoming.recv() {
+            self.commit(commit);
         }
-        tracing::info!(head = self.head, "writer stopped");
     }
 
-    /// Commits one group: plan it (pure), make it durable (the backend), then
-    /// announce it (stored state, view, feed, replies). Group commit: one
-    /// durable append for every submission of the group.
-    fn commit_group(&mut self, jobs: Vec<Job>) {
-        if self.broken.load(Ordering::Acquire) {
-            for job in jobs {
-                let _ = job.reply.send(Err(Error::Unavailable(
+    /// Commits one group: make it durable (the backend), then announce it
+    /// (stored state, view, feed, replies). Group commit: one durable append
+    /// for every submission of the group.
+    fn commit(&mut self, commit: Commit) {
+        let Commit {
+            after,
+            records,
+            outcomes,
+            effects,
+            replies,
+        } = commit;
+        if self.broken.load(Ordering::Acquire) || after != self.head {
+            for reply in replies {
+                let _ = reply.send(Err(Error::Unavailable(
                     "the hub's storage failed; it must be restarted".into(),
                 )));
             }
             return;
         }
-        let (submissions, replies): (Vec<_>, Vec<_>) =
-            jobs.into_iter().map(|j| (j.submission, j.reply)).unzip();
-        let view = &self.view;
-        let log = &self.log;
-        let group = group::plan(
-            &submissions,
-            self.head,
-            now_millis(),
-            |key| view.get(key),
-            |org, key| log.idempotent(org, key),
-        );
-        if !group.records.is_empty() {
-            if let Err(error) = self.backend.append_group(group.after, &group.records) {
+        if !records.is_empty() {
+            if let Err(error) = self.backend.append_group(after, &records) {
                 tracing::error!(%error, "appending to the log failed; the writer stops accepting");
                 self.broken.store(true, Ordering::Release);
                 for reply in replies {
@@ -256,25 +435,27 @@ impl Writer {
                 }
                 return;
             }
-            self.head = group.head();
+            self.head = effects.head;
         }
-        self.announce(group, replies);
+        self.announce(records, &effects, outcomes, replies);
     }
 
     /// After the group is durable: stores the derived state, rings the expiry
     /// alarm, counts, publishes the view version, fans out, and answers.
-    fn announce(&mut self, group: Group, replies: Vec<oneshot::Sender<Result<Committed>>>) {
-        let Group {
-            records,
-            idempotency,
-            overlay,
-            outcomes,
-            ..
-        } = group;
+    fn announce(
+        &mut self,
+        records: Vec<Record>,
+        effects: &Effects,
+        outcomes: Vec<Outcome>,
+        replies: Vec<oneshot::Sender<Result<Committed>>>,
+    ) {
         if !records.is_empty() {
             // Derived state: rebuilt by replay if this write is lost in a crash.
-            let changes = overlay.changed();
-            if let Err(error) = self.log.apply_state(&changes, &idempotency, self.head) {
+            let changes = effects.overlay.changed();
+            if let Err(error) = self
+                .log
+                .apply_state(&changes, &effects.idempotency, self.head)
+            {
                 // The events are durable, so they are answered; but a later group's
                 // write would move the stored `applied` past this one, and replay at
                 // restart would then skip it: the stored states would stay wrong. So

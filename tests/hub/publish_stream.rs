@@ -470,3 +470,61 @@ async fn narrow_client(hub: &TestHub, org: &str) -> Client {
         .expect("connects");
     Client::new(channel)
 }
+
+/// The writer plans a group while the one before it is being made durable: a
+/// later group must see the earlier one's state changes. Two organisations
+/// stream the same indicators at once; each indicator is PUBLISHED once (the
+/// first in sequence order) and a SIGHTING for the other, never two PUBLISHED.
+#[tokio::test]
+async fn the_pipelined_writer_plans_each_group_on_the_state_the_earlier_ones_leave() {
+    let hub = TestHub::start().await;
+    let count = 300u64;
+    let mut tasks = Vec::new();
+    for org in ["mumbai-police", "delhi-police"] {
+        let mut client = hub.client(org).await;
+        tasks.push(tokio::spawn(async move {
+            let stream = PublishStream::open(&mut client, 32).await.expect("opens");
+            let (sender, mut answers) = stream.split();
+            let sending = tokio::spawn(async move {
+                for n in 0..count {
+                    sender
+                        .send(n, request(vec![phone_indicator(n)], ""))
+                        .await
+                        .expect("sent");
+                }
+            });
+            let mut events = Vec::new();
+            while let Some(answer) = dip_hub::client::next_answer(&mut answers)
+                .await
+                .expect("goes on")
+            {
+                let event = published(&answer).events[0].clone();
+                events.push((answer.correlation_id, event.sequence, event.r#type));
+            }
+            sending.await.expect("sender");
+            events
+        }));
+    }
+    let mut by_indicator: std::collections::HashMap<u64, Vec<(u64, i32)>> = Default::default();
+    for task in tasks {
+        let events = tokio::time::timeout(SOON * 3, task)
+            .await
+            .expect("in time")
+            .expect("publisher");
+        assert_eq!(events.len() as u64, count);
+        for (n, sequence, kind) in events {
+            by_indicator.entry(n).or_default().push((sequence, kind));
+        }
+    }
+    for (n, mut events) in by_indicator {
+        events.sort_unstable();
+        assert_eq!(
+            events.iter().map(|e| e.1).collect::<Vec<_>>(),
+            vec![
+                proto::EventType::Published as i32,
+                proto::EventType::Sighting as i32
+            ],
+            "indicator {n}: published first, then sighted: {events:?}"
+        );
+    }
+}
