@@ -18,8 +18,8 @@
 //! disk).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -215,13 +215,78 @@ struct Effects {
     keys: HashMap<(String, String), IdempotentHit>,
 }
 
-/// A planned group on its way to the committer.
+/// Planned groups on their way to the committer: while it is busy, each group
+/// planned is merged into the one waiting, so that the next append (one sync)
+/// takes everything planned meanwhile.
 struct Commit {
     after: u64,
     records: Vec<Record>,
     outcomes: Vec<Outcome>,
-    effects: Arc<Effects>,
+    /// One per group merged, in order.
+    effects: Vec<Arc<Effects>>,
     replies: Vec<oneshot::Sender<Result<Committed>>>,
+}
+
+impl Commit {
+    fn merge(&mut self, next: Commit) {
+        self.records.extend(next.records);
+        self.outcomes.extend(next.outcomes);
+        self.effects.extend(next.effects);
+        self.replies.extend(next.replies);
+    }
+}
+
+/// Where the planner leaves the next commit and the committer takes it.
+#[derive(Default)]
+struct Handoff {
+    waiting: Mutex<(Option<Commit>, bool)>,
+    changed: Condvar,
+}
+
+impl Handoff {
+    /// Leaves a planned group for the committer, merged into the one already
+    /// waiting; waits while that one is full.
+    fn put(&self, commit: Commit) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        while waiting
+            .0
+            .as_ref()
+            .is_some_and(|c| c.records.len() >= MAX_GROUP_EVENTS)
+        {
+            waiting = self
+                .changed
+                .wait(waiting)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        match &mut waiting.0 {
+            Some(earlier) => earlier.merge(commit),
+            None => waiting.0 = Some(commit),
+        }
+        self.changed.notify_all();
+    }
+
+    /// The next commit, once there is one; `None` once closed and empty.
+    fn take(&self) -> Option<Commit> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(commit) = waiting.0.take() {
+                self.changed.notify_all();
+                return Some(commit);
+            }
+            if waiting.1 {
+                return None;
+            }
+            waiting = self
+                .changed
+                .wait(waiting)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.changed.notify_all();
+    }
 }
 
 /// The writer's first stage: takes submissions and plans groups (sequences,
@@ -243,10 +308,11 @@ impl Planner {
     /// the committer thread; while the committer makes one group durable the
     /// next is planned (at most one planned group waits for it).
     fn run(mut self, mut queue: mpsc::Receiver<Job>, committer: Committer) {
-        let (commits, incoming) = std::sync::mpsc::sync_channel::<Commit>(0);
+        let handoff = Arc::new(Handoff::default());
+        let taken = Arc::clone(&handoff);
         let committing = std::thread::Builder::new()
             .name("dip-commit".into())
-            .spawn(move || committer.run(incoming));
+            .spawn(move || committer.run(&taken));
         let committing = match committing {
             Ok(thread) => thread,
             Err(error) => {
@@ -273,15 +339,9 @@ impl Planner {
                 }
             }
             let commit = self.plan(jobs);
-            if let Err(unsent) = commits.send(commit) {
-                for reply in unsent.0.replies {
-                    let _ = reply.send(Err(Error::Unavailable(
-                        "the hub's writer has stopped".into(),
-                    )));
-                }
-            }
+            handoff.put(commit);
         }
-        drop(commits);
+        handoff.close();
         let _ = committing.join();
         tracing::info!(head = self.head, "writer stopped");
     }
@@ -306,7 +366,7 @@ impl Planner {
                 after: self.head,
                 records: Vec::new(),
                 outcomes: Vec::new(),
-                effects: Arc::new(Effects::default_at(self.head)),
+                effects: Vec::new(),
                 replies,
             };
         }
@@ -363,19 +423,8 @@ impl Planner {
             after,
             records,
             outcomes,
-            effects,
+            effects: vec![effects],
             replies,
-        }
-    }
-}
-
-impl Effects {
-    fn default_at(head: u64) -> Effects {
-        Effects {
-            head,
-            overlay: StateOverlay::default(),
-            idempotency: Vec::new(),
-            keys: HashMap::new(),
         }
     }
 }
@@ -399,8 +448,8 @@ struct Committer {
 }
 
 impl Committer {
-    fn run(mut self, incoming: std::sync::mpsc::Receiver<Commit>) {
-        while let Ok(commit) = incoming.recv() {
+    fn run(mut self, handoff: &Handoff) {
+        while let Some(commit) = handoff.take() {
             self.commit(commit);
         }
     }
@@ -435,7 +484,7 @@ impl Committer {
                 }
                 return;
             }
-            self.head = effects.head;
+            self.head = after + records.len() as u64;
         }
         self.announce(records, &effects, outcomes, replies);
     }
@@ -445,38 +494,44 @@ impl Committer {
     fn announce(
         &mut self,
         records: Vec<Record>,
-        effects: &Effects,
+        effects: &[Arc<Effects>],
         outcomes: Vec<Outcome>,
         replies: Vec<oneshot::Sender<Result<Committed>>>,
     ) {
         if !records.is_empty() {
-            // Derived state: rebuilt by replay if this write is lost in a crash.
-            let changes = effects.overlay.changed();
-            if let Err(error) = self
-                .log
-                .apply_state(&changes, &effects.idempotency, self.head)
-            {
-                // The events are durable, so they are answered; but a later group's
-                // write would move the stored `applied` past this one, and replay at
-                // restart would then skip it: the stored states would stay wrong. So
-                // the writer accepts nothing more until a restart replays the log
-                // (the view in memory is applied below and stays right for reads).
-                tracing::error!(%error, "updating the stored state view failed; the writer stops accepting until a restart replays the log");
-                self.broken.store(true, Ordering::Release);
-            }
-            if let Some(earliest) = changes
-                .iter()
-                .filter(|c| c.after.is_active())
-                .filter_map(|c| c.after.indicator.valid_until)
-                .min()
-            {
-                self.alarm.committed(earliest);
+            // Each merged group in order: its state changes, then its view version.
+            for effects in effects {
+                let changes = effects.overlay.changed();
+                if changes.is_empty() && effects.idempotency.is_empty() {
+                    continue;
+                }
+                // Derived state: rebuilt by replay if this write is lost in a crash.
+                if let Err(error) =
+                    self.log
+                        .apply_state(&changes, &effects.idempotency, effects.head)
+                {
+                    // The events are durable, so they are answered; but a later group's
+                    // write would move the stored `applied` past this one, and replay at
+                    // restart would then skip it: the stored states would stay wrong. So
+                    // the writer accepts nothing more until a restart replays the log
+                    // (the view in memory is applied below and stays right for reads).
+                    tracing::error!(%error, "updating the stored state view failed; the writer stops accepting until a restart replays the log");
+                    self.broken.store(true, Ordering::Release);
+                }
+                if let Some(earliest) = changes
+                    .iter()
+                    .filter(|c| c.after.is_active())
+                    .filter_map(|c| c.after.indicator.valid_until)
+                    .min()
+                {
+                    self.alarm.committed(earliest);
+                }
+                self.view.apply(&changes, effects.head);
             }
             for record in &records {
                 self.metrics
                     .published(record.meta.kind, record.meta.event_type);
             }
-            self.view.apply(&changes, self.head);
             self.feed.publish(records, self.head);
         }
         for (outcome, reply) in outcomes.into_iter().zip(replies) {
