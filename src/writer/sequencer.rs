@@ -9,8 +9,9 @@
 //! out, and answer. Two threads, a pipeline: the planner (`dip-writer`) plans
 //! the next group while the committer (`dip-commit`) makes the current one
 //! durable and announces it; the planner plans on top of the groups the view
-//! does not show yet (their state changes and idempotency keys), and hands the
-//! committer one group at a time, in order. A group is answered only after its
+//! does not show yet (their state changes and idempotency keys); what it plans
+//! while the committer is busy is merged into one commit, so the next append
+//! and sync take all of it (group commit as before). A group is answered only after its
 //! own append, and announced only after every group before it. At start it
 //! replays the log into the state view, so a crash between flush and apply
 //! loses nothing. Must never answer before the flush, apply the view out of
