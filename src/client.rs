@@ -80,6 +80,121 @@ pub async fn channel(url: &str, certs: &ClientCerts) -> Result<Channel> {
     Ok(channel)
 }
 
+/// A PublishStream: Publish requests sent with a correlation id, answered in
+/// the order sent, each once durable (or refused in its own slot).
+pub struct PublishStream {
+    sender: PublishSender,
+    answers: tonic::Streaming<proto::PublishStreamResponse>,
+}
+
+/// One answer of a PublishStream.
+#[derive(Debug)]
+pub struct StreamAnswer {
+    /// The correlation id of the request answered.
+    pub correlation_id: u64,
+    /// The events, durable; or what the unary Publish would have answered.
+    pub outcome: Result<proto::PublishResponse, tonic::Status>,
+}
+
+impl PublishStream {
+    /// Opens a PublishStream; `buffer` requests may wait in the client before
+    /// [`PublishStream::send`] waits for the transport.
+    pub async fn open(
+        client: &mut IndicatorHubServiceClient<Channel>,
+        buffer: usize,
+    ) -> Result<PublishStream, tonic::Status> {
+        let (requests, outgoing) = tokio::sync::mpsc::channel(buffer.max(1));
+        let answers = client
+            .publish_stream(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+            .await?
+            .into_inner();
+        Ok(PublishStream {
+            sender: PublishSender { requests },
+            answers,
+        })
+    }
+
+    /// Sends one request; waits while the hub holds the stream back (flow
+    /// control). An error means the stream has ended: read its status with
+    /// [`PublishStream::answer`].
+    pub async fn send(
+        &self,
+        correlation_id: u64,
+        publish: proto::PublishRequest,
+    ) -> Result<(), tonic::Status> {
+        self.sender.send(correlation_id, publish).await
+    }
+
+    /// Splits the stream so that one task sends while another reads answers.
+    pub fn split(
+        self,
+    ) -> (
+        PublishSender,
+        tonic::Streaming<proto::PublishStreamResponse>,
+    ) {
+        (self.sender, self.answers)
+    }
+
+    /// The next answer, in request order; `None` once the hub has answered
+    /// everything sent and the stream has ended well (after [`PublishStream::finish`]).
+    pub async fn answer(&mut self) -> Result<Option<StreamAnswer>, tonic::Status> {
+        next_answer(&mut self.answers).await
+    }
+
+    /// Says that no more requests follow; the hub still answers those sent.
+    pub fn finish(&mut self) {
+        let (closed, _) = tokio::sync::mpsc::channel(1);
+        self.sender = PublishSender { requests: closed };
+    }
+}
+
+/// The sending half of a [`PublishStream`]; dropping it ends the requests.
+#[derive(Clone)]
+pub struct PublishSender {
+    requests: tokio::sync::mpsc::Sender<proto::PublishStreamRequest>,
+}
+
+impl PublishSender {
+    /// Sends one request (see [`PublishStream::send`]).
+    pub async fn send(
+        &self,
+        correlation_id: u64,
+        publish: proto::PublishRequest,
+    ) -> Result<(), tonic::Status> {
+        self.requests
+            .send(proto::PublishStreamRequest {
+                correlation_id,
+                publish: Some(publish),
+            })
+            .await
+            .map_err(|_| tonic::Status::unavailable("the PublishStream has ended"))
+    }
+}
+
+/// The next answer of a PublishStream's answers, as a [`StreamAnswer`].
+pub async fn next_answer(
+    answers: &mut tonic::Streaming<proto::PublishStreamResponse>,
+) -> Result<Option<StreamAnswer>, tonic::Status> {
+    let Some(answer) = answers.message().await? else {
+        return Ok(None);
+    };
+    let outcome = match answer.outcome {
+        Some(proto::publish_stream_response::Outcome::Published(response)) => Ok(response),
+        Some(proto::publish_stream_response::Outcome::Error(error)) => Err(tonic::Status::new(
+            tonic::Code::from(error.code),
+            error.message,
+        )),
+        None => Err(tonic::Status::data_loss(format!(
+            "the answer to request {} has no outcome",
+            answer.correlation_id
+        ))),
+    };
+    Ok(Some(StreamAnswer {
+        correlation_id: answer.correlation_id,
+        outcome,
+    }))
+}
+
 /// An enumeration value by its short name, or its number when the hub sent a
 /// value this client does not know yet.
 fn name<E: TryFrom<i32> + ValueName>(value: i32) -> String {

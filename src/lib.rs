@@ -10,6 +10,8 @@
 //!    organisation from the verified client certificate ([`credentials`] holds
 //!    the TLS configuration and revoked serials, reloadable without a restart).
 //!    [`api`] is the gRPC service that runs the pipeline, one line per step
+//!    ([`publish_stream`]: many Publishes in flight on one stream, answered in
+//!    order)
 //!    ([`codec`] refuses requests that do not decode; [`limits`] holds each
 //!    organisation to its share: connections, streams, publish and lookup
 //!    rates); [`server`] wires the hub up and serves it ([`http2`]: each
@@ -23,7 +25,8 @@
 //!    changes an indicator and which changes an indicator's state allows;
 //!    [`digest`] sums the active set.
 //! 3. [`writer`]: [`sequencer`], the one writer, commits many submissions at a
-//!    time: [`group`] plans them (sequences, state rules, idempotency keys bound
+//!    time, planning the next group while the current one is made durable:
+//!    [`group`] plans them (sequences, state rules, idempotency keys bound
 //!    to the [`fingerprint`] of the request they were first used for, each event
 //!    encoded once by [`wire`] and [`frame`]), the log [`backend`] makes them
 //!    durable in the [`log`] (sled) with one flush and one fdatasync, then the writer applies them
@@ -70,7 +73,10 @@ pub mod writer;
 // Every module keeps its short path (`dip_hub::tls`, `crate::log`), so code and
 // library users name a module without its layer.
 pub use domain::{digest, indicator, normalize, policy, registry, state, validate};
-pub use edge::{api, codec, credentials, http2, identity, limits, server, starting, streams, tls};
+pub use edge::{
+    api, codec, credentials, http2, identity, limits, publish_stream, server, starting, streams,
+    tls,
+};
 pub use interop::{misp, taxii};
 pub use ops::{admin, audit, config, metrics, pki};
 pub use read::{budget, cursor, feed, frame, outbox, snapshot, subscription, view};

@@ -9,6 +9,7 @@
 pub mod action;
 pub mod admin;
 pub mod bench;
+pub mod bulk;
 pub mod certs;
 pub mod demo;
 pub mod export;

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use futures_util::Stream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::audit::{Audit, AuditEntry};
 use crate::budget::Budget;
@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::policy;
 use crate::proto;
 use crate::proto::server::indicator_hub_service_server::IndicatorHubService;
+use crate::publish_stream;
 use crate::registry::{Org, Registry};
 use crate::sequencer::{Change, Committed, Sequencer, Submission};
 use crate::snapshot;
@@ -138,6 +139,8 @@ impl HubService {
 type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send + 'static>>;
 type SnapshotStream =
     Pin<Box<dyn Stream<Item = Result<proto::SnapshotResponse, Status>> + Send + 'static>>;
+type PublishStreamAnswers =
+    Pin<Box<dyn Stream<Item = Result<proto::PublishStreamResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl IndicatorHubService for HubService {
@@ -169,6 +172,18 @@ impl IndicatorHubService for HubService {
         );
         let (events, replayed) = event_refs(committed);
         Ok(Response::new(proto::PublishResponse { events, replayed }))
+    }
+
+    type PublishStreamStream = PublishStreamAnswers;
+
+    async fn publish_stream(
+        &self,
+        request: Request<Streaming<proto::PublishStreamRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let (_, source) = self.hub.caller(&request)?;
+        let stop = self.hub.stream_token(&source)?;
+        let answers = publish_stream::spawn(self.hub.clone(), source, request.into_inner(), stop);
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn revoke(
@@ -361,7 +376,7 @@ impl IndicatorHubService for HubService {
     }
 }
 
-fn event_refs(committed: Committed) -> (Vec<proto::EventRef>, bool) {
+pub(crate) fn event_refs(committed: Committed) -> (Vec<proto::EventRef>, bool) {
     let events = committed
         .events
         .into_iter()

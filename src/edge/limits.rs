@@ -5,10 +5,12 @@
 //! the live usage counts per organisation, and their enforcement: concurrent
 //! connections, Subscribe streams, Snapshots and Publishes in flight are RAII
 //! [`Permit`]s released on drop; the publish rate (events/s with a burst) and the
-//! lookup rate are token buckets. A refusal is `RESOURCE_EXHAUSTED` naming the
+//! lookup rate are token buckets; a stream that would rather wait for a permit
+//! than be refused is woken when one is given back. A refusal is `RESOURCE_EXHAUSTED` naming the
 //! limit and its value (with a retry delay for rates) and is counted in metrics
 //! per organisation and limit. Must never read certificates, touch storage, or
-//! hold a lock across an `.await` (every method here is synchronous).
+//! hold a lock across an `.await` (every method here but the wait for a
+//! released permit is synchronous).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -181,6 +183,8 @@ impl Concurrent {
 #[derive(Default)]
 struct Usage {
     open: [AtomicU32; 4],
+    /// Woken (one waiter at a time) when a permit is given back.
+    released: tokio::sync::Notify,
     publish: Mutex<Bucket>,
     lookup: Mutex<Bucket>,
 }
@@ -290,6 +294,14 @@ impl Limiter {
         }
     }
 
+    /// Resolves when one of the organisation's permits is given back, or after
+    /// `at_most` (a wake-up can be taken by another waiter): try again then.
+    /// Holds no lock while it waits.
+    pub async fn released(&self, org_id: &str, at_most: Duration) {
+        let usage = self.usage(org_id);
+        let _ = tokio::time::timeout(at_most, usage.released.notified()).await;
+    }
+
     /// Takes `events` from the organisation's publish rate.
     pub fn publish_rate(&self, org: &Org, events: usize) -> Result<()> {
         let limits = self.limits(org);
@@ -367,6 +379,7 @@ pub struct Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.usage.open[self.what.index()].fetch_sub(1, Ordering::AcqRel);
+        self.usage.released.notify_one();
     }
 }
 

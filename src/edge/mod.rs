@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod http2;
 pub mod identity;
 pub mod limits;
+pub mod publish_stream;
 pub mod server;
 pub mod starting;
 pub mod streams;

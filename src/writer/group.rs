@@ -414,6 +414,12 @@ impl StateOverlay {
         Ok(())
     }
 
+    /// The state the group leaves an indicator in, if the group touched it
+    /// (`Some(None)`: it has none).
+    pub fn after(&self, key: &IndicatorKey) -> Option<Option<&IndicatorState>> {
+        self.states.get(key).map(|(_, after)| after.as_ref())
+    }
+
     /// What changed, for the log to store (with any index kept beside the states).
     pub fn changed(&self) -> Vec<StateChange<'_>> {
         self.states

@@ -161,13 +161,30 @@ impl Sequencer {
     }
 
     /// Commits a submission; answers once its events are durable.
-    pub async fn submit(&self, _permit: Permit, submission: Submission) -> Result<Committed> {
+    pub async fn submit(&self, permit: Permit, submission: Submission) -> Result<Committed> {
+        self.enqueue(permit, submission).await?.committed().await
+    }
+
+    /// Hands a submission to the writer (waiting while its queue is full) and
+    /// returns at once: the writer commits submissions in the order they are
+    /// enqueued, and [`Enqueued::committed`] answers once they are durable.
+    pub async fn enqueue(&self, _permit: Permit, submission: Submission) -> Result<Enqueued> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Work::Submit(Job { submission, reply }))
             .await
             .map_err(|_| Error::Unavailable("the hub's writer has stopped".into()))?;
-        answer
+        Ok(Enqueued(answer))
+    }
+}
+
+/// A submission the writer holds.
+pub struct Enqueued(oneshot::Receiver<Result<Committed>>);
+
+impl Enqueued {
+    /// Its events, once durable; or why it was refused.
+    pub async fn committed(self) -> Result<Committed> {
+        self.0
             .await
             .map_err(|_| Error::Unavailable("the hub's writer stopped before committing".into()))?
     }

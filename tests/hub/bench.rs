@@ -42,6 +42,8 @@ async fn a_short_bench_reports_work_and_no_loss() {
             "200",
             "--abuse-rate",
             "200",
+            "--bulk-indicators",
+            "2000",
         ])
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
@@ -61,7 +63,9 @@ async fn a_short_bench_reports_work_and_no_loss() {
         .collect();
     assert_eq!(
         scenarios,
-        ["publish", "publish", "fanout", "catchup", "lookup", "abuse"]
+        [
+            "publish", "publish", "fanout", "catchup", "lookup", "abuse", "bulk"
+        ]
     );
     for outcome in outcomes {
         let name = &outcome["setup"];
@@ -104,6 +108,55 @@ async fn a_short_bench_reports_work_and_no_loss() {
         abuse["latency"]["count"], 200,
         "abuse: every event delivered: {abuse}"
     );
+    let bulk = &outcomes[6];
+    assert!(
+        bulk["notes"][0]
+            .as_str()
+            .is_some_and(|n| n.starts_with("2,000 indicators stored")),
+        "bulk: every line of the file stored: {bulk}"
+    );
+}
+
+/// `--publish-in-flight` above 1 publishes over PublishStream, every request acked.
+#[tokio::test]
+async fn the_publish_scenario_streams_with_many_in_flight() {
+    let run = Command::new(env!("CARGO_BIN_EXE_dip-hub"))
+        .args([
+            "bench",
+            "--json",
+            "--scenario",
+            "publish",
+            "--publishers",
+            "2",
+            "--publish-in-flight",
+            "8",
+            "--batch",
+            "1",
+            "--publish-secs",
+            "1",
+        ])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the run finishes within 120 s")
+        .expect("the bench runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("stdout is the JSON report");
+    let publish = &report["outcomes"][0];
+    assert_eq!(publish["scenario"], "publish");
+    assert!(
+        publish["setup"]
+            .as_str()
+            .is_some_and(|s| s.contains("PublishStream, 8 in flight")),
+        "{publish}"
+    );
+    assert_eq!(publish["errors"], 0, "{publish}; stderr: {stderr}");
+    assert!(publish["throughput"].as_f64().expect("throughput") > 0.0);
+    assert!(publish["latency"]["count"].as_u64().expect("count") > 0);
 }
 
 /// Bad numbers are refused before anything starts, naming the flag.

@@ -22,7 +22,7 @@ async fn admin(hub: &TestHub) -> AdminServiceClient<Channel> {
     AdminServiceClient::new(channel)
 }
 
-async fn set_limits(hub: &TestHub, id: &str, limits: proto::OrgLimits) -> proto::Org {
+pub async fn set_limits(hub: &TestHub, id: &str, limits: proto::OrgLimits) -> proto::Org {
     admin(hub)
         .await
         .set_org_limits(proto::SetOrgLimitsRequest {

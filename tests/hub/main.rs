@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod bench;
+mod bulk;
 mod child;
 mod cluster;
 mod crash;
@@ -19,6 +20,7 @@ mod misp;
 mod operations;
 mod policy;
 mod provision;
+mod publish_stream;
 mod python_client;
 mod security;
 mod spine;

@@ -9,11 +9,12 @@
 //! subscribers, end-to-end latency, loss), [`catchup`] (a new subscriber reading
 //! a long log), [`lookup`] and [`abuse`] (one member's stalled streams while
 //! another publishes and a third reads: the hub's memory and the honest member's
-//! latency). Figures are collected as [`report::Outcome`]s.
+//! latency), [`bulk`] (`dip-hub publish --file` of a large file, timed). Figures are collected as [`report::Outcome`]s.
 //! Must never reach into the hub's internals: it is a client like any other, and
 //! everything it starts is bounded in time and stopped at the end.
 
 pub mod abuse;
+pub mod bulk;
 pub mod catchup;
 pub mod cluster;
 pub mod fanout;
@@ -46,6 +47,7 @@ pub enum ScenarioChoice {
     Catchup,
     Lookup,
     Abuse,
+    Bulk,
     All,
 }
 
@@ -101,6 +103,9 @@ pub struct BenchArgs {
     /// publish: indicators per Publish request; one run per value (comma separated).
     #[arg(long = "batch", value_delimiter = ',', default_values_t = [1, 100])]
     pub batches: Vec<usize>,
+    /// publish: requests awaiting their ack per publisher: 1 is one unary Publish at a time; above 1, over one PublishStream per publisher.
+    #[arg(long, default_value_t = 1)]
+    pub publish_in_flight: usize,
     /// publish: seconds per run.
     #[arg(long, default_value_t = 10)]
     pub publish_secs: u64,
@@ -153,6 +158,16 @@ pub struct BenchArgs {
     /// abuse: the publisher's pace, events/s.
     #[arg(long, default_value_t = 2_000)]
     pub abuse_rate: u64,
+
+    /// bulk: indicators in the file `dip-hub publish --file` loads.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub bulk_indicators: u64,
+    /// bulk: indicators per Publish (the CLI's --batch).
+    #[arg(long, default_value_t = 500)]
+    pub bulk_batch: usize,
+    /// bulk: Publish requests in flight (the CLI's --in-flight).
+    #[arg(long, default_value_t = 16)]
+    pub bulk_in_flight: usize,
 
     /// Seconds each hub child process gets to start and answer.
     #[arg(long, default_value_t = 60)]
@@ -213,6 +228,25 @@ impl BenchArgs {
             check("--batch", *batch as u64, 1, MAX_BATCH as u64)?;
         }
         check("--publish-secs", self.publish_secs, 1, MAX_SECS)?;
+        check(
+            "--publish-in-flight",
+            self.publish_in_flight as u64,
+            1,
+            crate::cmd::bulk::MAX_IN_FLIGHT as u64,
+        )?;
+        check(
+            "--bulk-indicators",
+            self.bulk_indicators,
+            1,
+            MAX_CATCHUP_EVENTS,
+        )?;
+        check("--bulk-batch", self.bulk_batch as u64, 1, MAX_BATCH as u64)?;
+        check(
+            "--bulk-in-flight",
+            self.bulk_in_flight as u64,
+            1,
+            crate::cmd::bulk::MAX_IN_FLIGHT as u64,
+        )?;
         if self.fanout.is_empty() {
             return Err(usage(
                 "--fanout",
@@ -436,6 +470,7 @@ pub async fn measure(args: &BenchArgs) -> Result<Report> {
             let plan = publish::Plan {
                 publishers: args.publishers,
                 batch,
+                in_flight: args.publish_in_flight,
                 duration: Duration::from_secs(args.publish_secs),
                 indicator_bytes: args.indicator_bytes,
             };
@@ -499,6 +534,18 @@ pub async fn measure(args: &BenchArgs) -> Result<Report> {
         };
         let hub = ChildHub::start(&bench, "abuse", startup).await?;
         let outcome = abuse::run(&hub, &bench, &workload, plan).await;
+        outcomes.push(finish(hub, outcome).await?);
+    }
+
+    if args.runs(ScenarioChoice::Bulk) {
+        let plan = bulk::Plan {
+            indicators: args.bulk_indicators,
+            batch: args.bulk_batch,
+            in_flight: args.bulk_in_flight,
+            indicator_bytes: args.indicator_bytes,
+        };
+        let hub = ChildHub::start(&bench, "bulk", startup).await?;
+        let outcome = bulk::run(&hub, &bench, &workload, plan).await;
         outcomes.push(finish(hub, outcome).await?);
     }
 

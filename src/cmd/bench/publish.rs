@@ -1,11 +1,14 @@
 //! Scenario "publish": durable publish throughput and ack latency.
 //!
 //! Owns: N concurrent publishers, each on its own connection and certificate,
-//! each sending one Publish of `batch` new indicators at a time and awaiting its
-//! ack (which the hub gives only once the events are flushed to disk) for a fixed
-//! time. Measures acked events per second and the ack latency. Must never count
-//! an event that was not acknowledged.
+//! each publishing `batch` new indicators per request for a fixed time: with
+//! `in_flight` 1 one unary Publish at a time, each awaiting its ack (which the
+//! hub gives only once the events are flushed to disk); above 1 over one
+//! PublishStream with `in_flight` requests awaiting their acks. Measures acked
+//! events per second and the ack latency (from sending a request to its
+//! answer). Must never count an event that was not acknowledged.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -17,6 +20,7 @@ use tonic::transport::Channel;
 use anyhow::{Result, anyhow};
 
 use crate::cmd::remote;
+use dip_hub::client::{self, PublishStream};
 use dip_hub::proto;
 use dip_hub::proto::indicator_hub_service_client::IndicatorHubServiceClient;
 
@@ -28,6 +32,8 @@ use super::report::{self, Latency, Outcome};
 pub struct Plan {
     pub publishers: usize,
     pub batch: usize,
+    /// Requests awaiting their ack per publisher (1: the unary call).
+    pub in_flight: usize,
     pub duration: Duration,
     pub indicator_bytes: usize,
 }
@@ -58,13 +64,13 @@ pub async fn run(
     let tasks: Vec<_> = clients
         .into_iter()
         .map(|client| {
-            tokio::spawn(publisher(
-                client,
-                workload.clone(),
-                plan.batch,
-                Arc::clone(&numbers),
-                deadline,
-            ))
+            let (workload, numbers) = (workload.clone(), Arc::clone(&numbers));
+            match plan.in_flight {
+                1 => tokio::spawn(publisher(client, workload, plan.batch, numbers, deadline)),
+                in_flight => tokio::spawn(streamer(
+                    client, workload, plan.batch, in_flight, numbers, deadline,
+                )),
+            }
         })
         .collect();
     let mut latency = report::histogram();
@@ -88,9 +94,13 @@ pub async fn run(
     let mut outcome = Outcome::new(
         "publish",
         format!(
-            "{} publishers x batch {}, {} B, {} s",
+            "{} publishers x batch {}, {}, {} B, {} s",
             plan.publishers,
             plan.batch,
+            match plan.in_flight {
+                1 => "unary, 1 in flight".to_string(),
+                n => format!("PublishStream, {n} in flight"),
+            },
             plan.indicator_bytes,
             plan.duration.as_secs()
         ),
@@ -137,6 +147,77 @@ async fn publisher(
                 report::record(&mut tally.latency, sent.elapsed().as_micros() as u64);
                 tally.events += response.into_inner().events.len() as u64;
                 tally.requests += 1;
+            }
+            Err(status) => {
+                tally.error = Some(remote(status));
+                break;
+            }
+        }
+    }
+    tally
+}
+
+/// Publishes batches of new indicators over one PublishStream, `in_flight`
+/// requests awaiting their acks, until `deadline`; then waits for the acks of
+/// what it sent.
+async fn streamer(
+    mut client: IndicatorHubServiceClient<Channel>,
+    workload: Workload,
+    batch: usize,
+    in_flight: usize,
+    numbers: Arc<AtomicU64>,
+    deadline: Instant,
+) -> Tally {
+    let mut tally = Tally {
+        events: 0,
+        requests: 0,
+        latency: report::histogram(),
+        error: None,
+    };
+    let stream = match PublishStream::open(&mut client, in_flight).await {
+        Ok(stream) => stream,
+        Err(status) => {
+            tally.error = Some(remote(status));
+            return tally;
+        }
+    };
+    let (sender, mut answers) = stream.split();
+    let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(in_flight);
+    let mut next_id = 0u64;
+    loop {
+        while sent_at.len() < in_flight && Instant::now() < deadline {
+            let first = numbers.fetch_add(batch as u64, Ordering::Relaxed);
+            let request = proto::PublishRequest {
+                indicators: (first..first + batch as u64)
+                    .map(|n| workload.plain(n))
+                    .collect(),
+                idempotency_key: String::new(),
+            };
+            sent_at.push_back(Instant::now());
+            if let Err(status) = sender.send(next_id, request).await {
+                tally.error = Some(remote(status));
+                return tally;
+            }
+            next_id += 1;
+        }
+        let Some(sent) = sent_at.pop_front() else {
+            break;
+        };
+        match client::next_answer(&mut answers).await {
+            Ok(Some(answer)) => match answer.outcome {
+                Ok(response) => {
+                    report::record(&mut tally.latency, sent.elapsed().as_micros() as u64);
+                    tally.events += response.events.len() as u64;
+                    tally.requests += 1;
+                }
+                Err(status) => {
+                    tally.error = Some(remote(status));
+                    break;
+                }
+            },
+            Ok(None) => {
+                tally.error = Some(anyhow!("the PublishStream ended with requests unanswered"));
+                break;
             }
             Err(status) => {
                 tally.error = Some(remote(status));
