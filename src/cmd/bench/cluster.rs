@@ -190,10 +190,13 @@ pub async fn run(
     ];
     let lead = leader(&hubs, bench).await?;
     let mut outcomes = Vec::new();
-    for batch in [100, 1] {
+    // Batched unary, single-event unary, and single events over PublishStream
+    // with 32 in flight per publisher.
+    for (batch, in_flight) in [(100, 1), (1, 1), (1, 32)] {
         let plan = publish::Plan {
             publishers,
             batch,
+            in_flight,
             duration: Duration::from_secs(publish_secs),
             indicator_bytes,
         };
