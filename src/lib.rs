@@ -66,7 +66,7 @@ pub use domain::{digest, indicator, normalize, policy, registry, state, validate
 pub use edge::{api, codec, credentials, http2, identity, limits, server, starting, streams, tls};
 pub use interop::{misp, taxii};
 pub use ops::{admin, audit, config, metrics, pki};
-pub use read::{budget, cursor, feed, frame, snapshot, subscription, view};
+pub use read::{budget, checkpoint, cursor, feed, frame, snapshot, subscription, view};
 pub use writer::{alarm, backend, expiry, fingerprint, group, log, sequencer, wire};
 
 pub use error::{Error, Result};

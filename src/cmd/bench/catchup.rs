@@ -137,7 +137,7 @@ pub async fn restart(
 }
 
 /// Publishes `plan.events` new indicators with concurrent publishers.
-async fn fill(hub: &ChildHub, bench: &BenchDir, workload: &Workload, plan: Plan) -> Result<()> {
+pub async fn fill(hub: &ChildHub, bench: &BenchDir, workload: &Workload, plan: Plan) -> Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(plan.publishers);
     for n in 1..=plan.publishers {
