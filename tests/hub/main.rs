@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod bench;
+mod checkpoints;
 mod child;
 mod crash;
 mod demo;
