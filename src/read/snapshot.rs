@@ -24,13 +24,11 @@ use tonic::Status;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::indicator::{Category, Kind, Risk};
+use crate::indicator::{Category, IndicatorKey, Kind, Risk, Status as IndicatorStatus, Tlp};
 use crate::policy;
 use crate::proto;
 use crate::registry::Org;
-use crate::state::IndicatorState;
 use crate::view::View;
-use crate::wire;
 
 /// Most indicators in one message.
 pub const CHUNK_INDICATORS: usize = 1000;
@@ -50,14 +48,23 @@ pub struct SnapshotFilter {
 }
 
 impl SnapshotFilter {
-    /// Is `state` in the snapshot `viewer` asked for?
-    pub fn matches(&self, viewer: &Org, state: &IndicatorState) -> bool {
-        let indicator = &state.indicator;
-        state.is_active()
-            && (self.kinds.is_empty() || self.kinds.contains(&indicator.key.kind))
-            && (self.categories.is_empty() || self.categories.contains(&indicator.category))
-            && self.min_risk.is_none_or(|min| indicator.risk >= min)
-            && policy::may_see(viewer, indicator.tlp, &state.source_org)
+    /// Is `state` (as stored: the hub's own encoding, decoded straight into the
+    /// wire type a snapshot sends) in the snapshot `viewer` asked for?
+    pub fn matches(&self, viewer: &Org, state: &proto::IndicatorState) -> bool {
+        let Some(indicator) = &state.indicator else {
+            return false;
+        };
+        // An unknown marking is treated as the most restrictive one.
+        let tlp = Tlp::try_from(indicator.tlp).unwrap_or(Tlp::Red);
+        state.status == IndicatorStatus::Active as i32
+            && (self.kinds.is_empty() || self.kinds.iter().any(|k| *k as i32 == indicator.kind))
+            && (self.categories.is_empty()
+                || self
+                    .categories
+                    .iter()
+                    .any(|c| *c as i32 == indicator.category))
+            && self.min_risk.is_none_or(|min| indicator.risk >= min as i32)
+            && policy::may_see(viewer, tlp, &state.source_org)
     }
 }
 
@@ -114,14 +121,13 @@ async fn run(
                     filter.matches(viewer, s)
                 })?;
                 let mut sum = digest;
-                let page: Vec<_> = states
-                    .iter()
-                    .map(|state| {
-                        sum.add(&state.indicator.key);
-                        wire::state_to_proto(state)
-                    })
-                    .collect();
-                Ok((page, next, sum))
+                for indicator in states.iter().filter_map(|s| s.indicator.as_ref()) {
+                    sum.add(&IndicatorKey {
+                        kind: Kind::try_from(indicator.kind).unwrap_or(Kind::Unspecified),
+                        value: indicator.value.clone(),
+                    });
+                }
+                Ok((states, next, sum))
             })
             .await?;
             digest = sum;

@@ -37,6 +37,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::indicator::{Category, EventType, IndicatorKey, Kind, Millis, Risk, Tlp};
+use crate::proto;
 use crate::state::{IndicatorState, StateChange};
 use crate::wire;
 
@@ -411,17 +412,19 @@ impl Log {
     /// Stored states with keys in `from..to` as they were at checkpoint `as_of`
     /// (states written by later checkpoints are read from their undo entries;
     /// indicators first stored after `as_of` are left out), those `keep` accepts,
-    /// examining at most `max_examined` keys. The caller must hold `as_of` pinned
-    /// (see `checkpoint::Pins`) so that its undo entries stay. Returns the states
-    /// and, when keys may remain, the last key examined (continue after it).
+    /// examining at most `max_examined` keys. They are decoded straight into the
+    /// wire type (a snapshot sends them as they are). The caller must hold
+    /// `as_of` pinned (see `checkpoint::Pins`) so that its undo entries stay.
+    /// Returns the states and, when keys may remain, the last key examined
+    /// (continue after it).
     pub fn states_as_of(
         &self,
         as_of: u64,
         from: std::ops::Bound<Vec<u8>>,
         to: &[u8],
         max_examined: usize,
-        mut keep: impl FnMut(&IndicatorState) -> bool,
-    ) -> Result<(Vec<IndicatorState>, Option<Vec<u8>>)> {
+        mut keep: impl FnMut(&proto::IndicatorState) -> bool,
+    ) -> Result<(Vec<proto::IndicatorState>, Option<Vec<u8>>)> {
         use std::ops::Bound;
         let mut states = Vec::new();
         let mut examined = 0;
@@ -430,17 +433,17 @@ impl Log {
             .range::<Vec<u8>, _>((from, Bound::Excluded(to.to_vec())))
         {
             let (key, value) = item?;
-            let mut state = wire::decode_state(&value)?;
-            if state.last_sequence > as_of {
+            let mut state = Some(wire::decode_stored_state(&value)?);
+            if state.as_ref().is_some_and(|s| s.last_sequence > as_of) {
                 let undo_from = undo_key(&key, as_of + 1);
                 let undo_to = undo_key(&key, u64::MAX);
-                match self.state.range(undo_from..=undo_to).next().transpose()? {
-                    Some((_, before)) => state = wire::decode_state(&before)?,
+                state = match self.state.range(undo_from..=undo_to).next().transpose()? {
+                    Some((_, before)) => Some(wire::decode_stored_state(&before)?),
                     // Not replaced since `as_of` but stored after it: not there yet.
-                    None => state.last_sequence = 0,
-                }
+                    None => None,
+                };
             }
-            if state.last_sequence != 0 && keep(&state) {
+            if let Some(state) = state.filter(|s| keep(s)) {
                 states.push(state);
             }
             examined += 1;
@@ -1048,8 +1051,11 @@ mod tests {
             .expect("read")
             .0
         };
-        assert_eq!(read(2), vec![a1.clone(), b2.clone()]);
-        assert_eq!(read(4), vec![a3.clone(), b2.clone(), c4.clone()]);
+        let stored = |states: &[&IndicatorState]| -> Vec<proto::IndicatorState> {
+            states.iter().map(|s| wire::state_to_proto(s)).collect()
+        };
+        assert_eq!(read(2), stored(&[&a1, &b2]));
+        assert_eq!(read(4), stored(&[&a3, &b2, &c4]));
         // Paging: one key at a time, continuing after the last key examined.
         let (page, next) = log
             .states_as_of(
@@ -1060,7 +1066,7 @@ mod tests {
                 |_| true,
             )
             .expect("page");
-        assert_eq!(page, vec![a1.clone()]);
+        assert_eq!(page, stored(&[&a1]));
         let (page, _) = log
             .states_as_of(
                 2,
@@ -1070,7 +1076,7 @@ mod tests {
                 |_| true,
             )
             .expect("page");
-        assert_eq!(page, vec![b2.clone()]);
+        assert_eq!(page, stored(&[&b2]));
 
         assert_eq!(
             log.drop_undo(2).expect("drop"),
