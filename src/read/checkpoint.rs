@@ -31,7 +31,7 @@ use crate::log::Log;
 use crate::view::{Frozen, Version};
 
 /// A delta of this many states asks for a checkpoint.
-pub const CHECKPOINT_STATES: usize = 100_000;
+pub const CHECKPOINT_STATES: usize = 50_000;
 /// This many events applied since the latest checkpoint ask for one (bounds
 /// the tail replayed at start).
 pub const CHECKPOINT_EVENTS: u64 = 250_000;

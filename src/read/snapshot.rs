@@ -107,44 +107,49 @@ async fn run(
         count: 0,
     };
     let select = Arc::new((filter, viewer));
+    let ranges = key_ranges(&select.0);
+    let read = |range: usize, from: Bound<Vec<u8>>| {
+        let (log, select, end) = (view.log().clone(), select.clone(), ranges[range].1.clone());
+        tokio::task::spawn_blocking(move || {
+            let (filter, viewer) = &*select;
+            log.states_as_of(as_of_sequence, from, &end, PAGE, |s| {
+                filter.matches(viewer, s)
+            })
+        })
+    };
     let mut chunk = Vec::new();
     let mut bytes = 0;
     let mut digest = Digest::EMPTY;
     let mut count = 0u64;
-    for (first, end) in key_ranges(&select.0) {
-        let mut from = Bound::Included(first);
-        loop {
-            let (log, select, end) = (view.log().clone(), select.clone(), end.clone());
-            let (page, next, sum) = blocking(move || {
-                let (filter, viewer) = &*select;
-                let (states, next) = log.states_as_of(as_of_sequence, from, &end, PAGE, |s| {
-                    filter.matches(viewer, s)
-                })?;
-                let mut sum = digest;
-                for indicator in states.iter().filter_map(|s| s.indicator.as_ref()) {
-                    sum.add(&IndicatorKey {
-                        kind: Kind::try_from(indicator.kind).unwrap_or(Kind::Unspecified),
-                        value: indicator.value.clone(),
-                    });
-                }
-                Ok((states, next, sum))
-            })
-            .await?;
-            digest = sum;
-            for encoded in page {
-                bytes += prost::Message::encoded_len(&encoded);
-                chunk.push(encoded);
-                count += 1;
-                if chunk.len() >= CHUNK_INDICATORS || bytes >= CHUNK_BYTES {
-                    bytes = 0;
-                    if !send(messages, stop, message(std::mem::take(&mut chunk))).await {
-                        return Ok(());
-                    }
-                }
+    // One page is read ahead while the one before it is sent.
+    let mut reading = Some((0, read(0, Bound::Included(ranges[0].0.clone()))));
+    while let Some((range, page)) = reading.take() {
+        let (page, next) = page.await.map_err(|e| {
+            Error::Unavailable(format!("the snapshot's storage read was interrupted: {e}"))
+        })??;
+        reading = match next {
+            Some(key) => Some((range, read(range, Bound::Excluded(key)))),
+            None if range + 1 < ranges.len() => Some((
+                range + 1,
+                read(range + 1, Bound::Included(ranges[range + 1].0.clone())),
+            )),
+            None => None,
+        };
+        for state in page {
+            if let Some(indicator) = &state.indicator {
+                digest.add(&IndicatorKey {
+                    kind: Kind::try_from(indicator.kind).unwrap_or(Kind::Unspecified),
+                    value: indicator.value.clone(),
+                });
             }
-            match next {
-                Some(key) => from = Bound::Excluded(key),
-                None => break,
+            bytes += prost::Message::encoded_len(&state);
+            chunk.push(state);
+            count += 1;
+            if chunk.len() >= CHUNK_INDICATORS || bytes >= CHUNK_BYTES {
+                bytes = 0;
+                if !send(messages, stop, message(std::mem::take(&mut chunk))).await {
+                    return Ok(());
+                }
             }
         }
     }

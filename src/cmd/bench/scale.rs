@@ -93,6 +93,7 @@ pub async fn run(hub: &ChildHub, bench: &BenchDir, plan: Plan) -> Result<Outcome
     let encoded_events = encoded_event * plan.indicators;
 
     tracing::info!(clients = plan.lookup_clients, "looking up");
+    let lookup_cpu = hub.cpu_meter();
     let (lookups, latency, errors) = lookup::measure(
         hub,
         bench,
@@ -104,9 +105,12 @@ pub async fn run(hub: &ChildHub, bench: &BenchDir, plan: Plan) -> Result<Outcome
     )
     .await?;
     let lookup_rate = lookups as f64 / plan.lookup_duration.as_secs_f64();
+    let lookup_cpu = lookup_cpu.note();
 
     tracing::info!("a full PHONE_NUMBER snapshot");
+    let snapshot_cpu = hub.cpu_meter();
     let (count, as_of, snapshot_secs) = snapshot(hub, bench, plan.timeout).await?;
+    let snapshot_cpu = snapshot_cpu.note();
     if count != plan.indicators {
         return Err(anyhow!(
             "the snapshot as of {as_of} held {count} indicators, not the {} loaded",
@@ -165,12 +169,12 @@ pub async fn run(hub: &ChildHub, bench: &BenchDir, plan: Plan) -> Result<Outcome
         disk as f64 / encoded_events as f64,
     ));
     outcome.notes.push(format!(
-        "lookup: {} clients, {} lookups/s",
+        "lookup: {} clients, {} lookups/s; {lookup_cpu}",
         plan.lookup_clients,
         report::thousands(lookup_rate)
     ));
     outcome.notes.push(format!(
-        "snapshot of {} PHONE_NUMBER indicators as of #{as_of}: {snapshot_secs:.2} s = {} indicators/s",
+        "snapshot of {} PHONE_NUMBER indicators as of #{as_of}: {snapshot_secs:.2} s = {} indicators/s; {snapshot_cpu}",
         report::thousands(count as f64),
         report::thousands(snapshot_rate)
     ));
