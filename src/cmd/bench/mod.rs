@@ -157,9 +157,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2_000)]
     pub abuse_rate: u64,
 
-    /// scale: distinct indicators bulk-loaded into a fresh hub.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub scale_indicators: u64,
+    /// scale: distinct indicators bulk-loaded into a fresh hub; several (rising, comma separated) load in steps on one database, each step measured.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000_000])]
+    pub scale_indicators: Vec<u64>,
     /// scale: size of each loaded indicator as encoded, in bytes.
     #[arg(long, default_value_t = 120)]
     pub scale_indicator_bytes: usize,
@@ -296,12 +296,23 @@ impl BenchArgs {
         )?;
         check("--abuse-events", self.abuse_events, 1, MAX_CATCHUP_EVENTS)?;
         check("--abuse-rate", self.abuse_rate, 1, 1_000_000)?;
-        check(
-            "--scale-indicators",
-            self.scale_indicators,
-            1,
-            MAX_SCALE_INDICATORS,
-        )?;
+        if self.scale_indicators.is_empty() {
+            return Err(usage(
+                "--scale-indicators",
+                "no count given",
+                "one or more rising counts, e.g. 1000000,10000000",
+            ));
+        }
+        for (n, step) in self.scale_indicators.iter().enumerate() {
+            check("--scale-indicators", *step, 1, MAX_SCALE_INDICATORS)?;
+            if n > 0 && *step <= self.scale_indicators[n - 1] {
+                return Err(usage(
+                    "--scale-indicators",
+                    format!("{step} does not rise above the step before"),
+                    "rising counts, e.g. 1000000,10000000",
+                ));
+            }
+        }
         check(
             "--scale-indicator-bytes",
             self.scale_indicator_bytes as u64,
@@ -517,22 +528,39 @@ pub async fn measure(args: &BenchArgs) -> Result<Report> {
         outcomes.push(finish(hub, outcome).await?);
     }
     if args.runs(ScenarioChoice::Scale) {
-        let plan = scale::Plan {
-            indicators: args.scale_indicators,
-            indicator_bytes: args.scale_indicator_bytes,
-            publishers: args.scale_publishers,
-            batch: args.catchup_batch,
-            lookup_clients: args.lookup_clients,
-            lookup_duration: Duration::from_secs(args.scale_lookup_secs),
-            timeout: Duration::from_secs(MAX_SECS),
-        };
-        let hub = ChildHub::start(&bench, "scale", startup).await?;
-        let outcome = scale::run(&hub, &bench, plan).await;
-        let (hub, outcome) = match outcome {
-            Ok(outcome) => scale::restart(hub, &bench, outcome, startup).await?,
-            Err(error) => (hub, Err(error)),
-        };
-        outcomes.push(finish(hub, outcome).await?);
+        let mut hub = ChildHub::start(&bench, "scale", startup).await?;
+        let mut loaded = 0;
+        for (step, &indicators) in args.scale_indicators.iter().enumerate() {
+            let plan = scale::Plan {
+                loaded,
+                indicators,
+                indicator_bytes: args.scale_indicator_bytes,
+                publishers: args.scale_publishers,
+                batch: args.catchup_batch,
+                lookup_clients: args.lookup_clients,
+                lookup_duration: Duration::from_secs(args.scale_lookup_secs),
+                timeout: Duration::from_secs(MAX_SECS),
+            };
+            let outcome = scale::run(&hub, &bench, plan).await;
+            let (restarted, outcome) = match outcome {
+                Ok(outcome) => scale::restart(hub, &bench, outcome, startup).await?,
+                Err(error) => (hub, Err(error)),
+            };
+            hub = restarted;
+            loaded = indicators;
+            if step + 1 < args.scale_indicators.len() {
+                match outcome {
+                    Ok(outcome) => outcomes.push(outcome),
+                    Err(error) => {
+                        outcomes.push(finish(hub, Err(error)).await?);
+                        break;
+                    }
+                }
+            } else {
+                outcomes.push(finish(hub, outcome).await?);
+                break;
+            }
+        }
     }
 
     Ok(Report {

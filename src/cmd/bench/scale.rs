@@ -1,6 +1,7 @@
 //! Scenario "scale": a national block list on one node.
 //!
-//! Owns: bulk-loading N distinct indicators (phone numbers of about
+//! Owns: bulk-loading N distinct indicators (in steps: each step loads up to
+//! its N on the database of the step before, measures, and restarts the hub) (phone numbers of about
 //! `--scale-indicator-bytes` each, batched Publish from concurrent publishers)
 //! into a fresh hub, then measuring what holding them costs and how the hub
 //! serves them: load rate, the hub's resident memory after the load (steady,
@@ -28,6 +29,9 @@ use super::report::{self, Latency, Outcome};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Plan {
+    /// Indicators already loaded (by an earlier step on the same database).
+    pub loaded: u64,
+    /// Indicators loaded once this step's load is done.
     pub indicators: u64,
     pub indicator_bytes: usize,
     pub publishers: usize,
@@ -79,11 +83,12 @@ pub async fn run(hub: &ChildHub, bench: &BenchDir, plan: Plan) -> Result<Outcome
             timeout: plan.timeout,
             indicator_bytes: plan.indicator_bytes,
         },
+        plan.loaded,
     )
     .await?;
     let load_secs = start.elapsed().as_secs_f64();
     let load_cpu = cpu.note();
-    let load_rate = plan.indicators as f64 / load_secs;
+    let load_rate = (plan.indicators - plan.loaded) as f64 / load_secs;
     let peak_after_load = hub.peak_rss();
 
     tokio::time::sleep(SETTLE).await;
@@ -122,8 +127,9 @@ pub async fn run(hub: &ChildHub, bench: &BenchDir, plan: Plan) -> Result<Outcome
     let mut outcome = Outcome::new(
         "scale",
         format!(
-            "{} distinct phone numbers of {} B, {} publishers x batch {}",
+            "{} distinct phone numbers ({} loaded in this step) of {} B, {} publishers x batch {}",
             report::thousands(plan.indicators as f64),
+            report::thousands((plan.indicators - plan.loaded) as f64),
             plan.indicator_bytes,
             plan.publishers,
             plan.batch
@@ -158,7 +164,8 @@ pub async fn run(hub: &ChildHub, bench: &BenchDir, plan: Plan) -> Result<Outcome
     figures.insert("snapshot_secs", snapshot_secs);
     figures.insert("snapshot_per_sec", snapshot_rate);
     outcome.notes.push(format!(
-        "loaded in {load_secs:.1} s; {load_cpu}; RSS steady {}, peak {}",
+        "loaded {} in {load_secs:.1} s; {load_cpu}; RSS steady {}, peak {}",
+        report::thousands((plan.indicators - plan.loaded) as f64),
         steady.map_or("unknown".into(), report::mebibytes),
         peak_after_load.map_or("unknown".into(), report::mebibytes),
     ));
