@@ -25,19 +25,20 @@
 //!    changes an indicator and which changes an indicator's state allows;
 //!    [`digest`] sums the active set.
 //! 3. [`writer`]: [`sequencer`], the one writer, commits many submissions at a
-//!    time, planning the next group while the current one is made durable:
-//!    [`group`] plans them (sequences, state rules, idempotency keys bound
+//!    time: [`group`] plans them (sequences, state rules, idempotency keys bound
 //!    to the [`fingerprint`] of the request they were first used for, each event
 //!    encoded once by [`wire`] and [`frame`]), the log [`backend`] makes them
-//!    durable in the [`log`] (sled) with one flush and one fdatasync, then the writer applies them
-//!    to the stored state and the in-memory [`view`], and fans them out.
+//!    durable in the [`log`] (sled) with one flush and one fdatasync, then the writer stores
+//!    the indexes beside the states, applies them to the [`view`]'s in-memory delta, and
+//!    fans them out; the [`checkpoint`]er writes that delta to disk off the writer's path.
 //!    [`expiry`] is the hub's own publisher: it submits EXPIRED events through the
 //!    same sequencer, woken by the writer's [`alarm`].
 //! 4. [`read`]: the [`feed`] carries durable events to every [`subscription`]
 //!    (catch-up from the log, then live) as pre-encoded [`frame`]s; a subscription
 //!    resumes after a durable consumer's [`cursor`]; the [`budget`] caps what all
-//!    subscribers hold queued together; Lookup reads the [`view`]; a
-//!    [`snapshot`] streams one version of it, as of one sequence.
+//!    subscribers hold queued together; Lookup reads the [`view`] (its delta,
+//!    else disk); a [`snapshot`] streams one pinned [`checkpoint`] of it, as of
+//!    one sequence.
 //! 5. [`ops`]: [`admin`] is the regulator's gRPC service (onboard and suspend
 //!    organisations, reload revocation lists, read the audit trail); [`audit`]
 //!    records who looked what up; [`metrics`] serves Prometheus metrics on their
@@ -79,7 +80,7 @@ pub use edge::{
 };
 pub use interop::{misp, taxii};
 pub use ops::{admin, audit, config, metrics, pki};
-pub use read::{budget, cursor, feed, frame, outbox, snapshot, subscription, view};
+pub use read::{budget, checkpoint, cursor, feed, frame, outbox, snapshot, subscription, view};
 pub use writer::{alarm, backend, expiry, fingerprint, group, log, sequencer, wire};
 
 pub use error::{Error, Result};

@@ -107,16 +107,20 @@ impl Hub {
         Ok(in_flight)
     }
 
-    /// The current state of one indicator, from the state view in memory.
-    fn state_of(&self, key: &IndicatorKey) -> Option<IndicatorState> {
-        self.view.get(key).map(|state| state.as_ref().clone())
+    /// The current state of one indicator, from the state view (its delta in
+    /// memory, else the latest checkpoint on disk, read off the async workers).
+    async fn state_of(&self, key: &IndicatorKey) -> Result<Option<IndicatorState>> {
+        let (view, key) = (self.view.clone(), key.clone());
+        tokio::task::spawn_blocking(move || view.get(&key))
+            .await
+            .map_err(|e| Error::Unavailable(format!("the lookup was interrupted: {e}")))?
     }
 
     /// The state of an indicator the caller may see; otherwise NOT_FOUND, so that
     /// TLP:RED indicators do not even reveal that they exist.
     async fn visible_state(&self, org: &Org, key: IndicatorKey) -> Result<IndicatorState> {
         let shown = key.to_string();
-        match self.state_of(&key) {
+        match self.state_of(&key).await? {
             Some(state) if policy::may_see(org, state.indicator.tlp, &state.source_org) => {
                 Ok(state)
             }
@@ -366,7 +370,8 @@ impl IndicatorHubService for HubService {
         let command = SnapshotCommand::try_from(request.into_inner())?;
         let permit = self.hub.limits.acquire(&org, Concurrent::Snapshots)?;
         let stop = self.hub.stream_token(&source)?;
-        let messages = snapshot::spawn(self.hub.view.current(), command.filter, org, stop);
+        let at_least = self.hub.view.current().applied;
+        let messages = snapshot::spawn(self.hub.view.clone(), at_least, command.filter, org, stop);
         // The permit is given back when the stream ends or its client goes away.
         let messages = tokio_stream::StreamExt::map(messages, move |message| {
             let _held = &permit;

@@ -3,6 +3,7 @@
 //! pre-encoded frames subscribers receive. Must never write events.
 
 pub mod budget;
+pub mod checkpoint;
 pub mod cursor;
 pub mod feed;
 pub mod frame;

@@ -3,10 +3,13 @@
 //! Owns: the only handle on sled. Trees:
 //! - `events`: sequence (u64 big-endian) → record (filter metadata + the event's
 //!   pre-encoded wire entry). The truth: everything else can be rebuilt from it.
-//! - `state`: derived from `events`; indicator key → indicator state, plus the
-//!   idempotency index, the expiry index (when each active indicator's
-//!   valid_until passes) and the sequence the state has applied up to, in key
-//!   spaces of their own, so one atomic batch moves them together.
+//! - `state`: derived from `events`; indicator key → indicator state as of the
+//!   latest checkpoint (written in batches off the writer's path, with the
+//!   checkpoint's sequence and digest in the same atomic batch), undo entries
+//!   (the states a checkpoint replaced, kept while a snapshot still reads an
+//!   earlier checkpoint), and, written per group, the idempotency index and the
+//!   expiry index (when each active indicator's valid_until passes), in key
+//!   spaces of their own.
 //! - `cursors`: durable consumers' acknowledged sequences.
 //! - `orgs`: organisation registry changes made at run time by the regulator
 //!   (org id → the change, encoded by `admin`); they override the registry file.
@@ -34,6 +37,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::indicator::{Category, EventType, IndicatorKey, Kind, Millis, Risk, Tlp};
+use crate::proto;
 use crate::state::{IndicatorState, StateChange};
 use crate::wire;
 
@@ -44,9 +48,15 @@ const RECORD_VERSION: u8 = 2;
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// Key-space prefixes of the `state` tree (indicator keys start with their kind, 1..=9).
 const IDEMPOTENCY_PREFIX: u8 = 0xF0;
+/// Stored indicator states have keys below `[INDICATOR_KEYS_END]`; indexes above.
+pub const INDICATOR_KEYS_END: u8 = IDEMPOTENCY_PREFIX;
 /// Expiry index: `[0xF1][valid_until millis u64 BE][indicator key]` → empty, so a
 /// range scan yields indicators in the order they expire.
 const EXPIRY_PREFIX: u8 = 0xF1;
+/// Undo entries: `[0xF2][indicator key][0xFF][checkpoint u64 BE]` → the stored
+/// state that checkpoint replaced (a value never contains 0xFF: UTF-8), so the
+/// entries of one indicator sort together, oldest checkpoint first.
+const UNDO_PREFIX: u8 = 0xF2;
 const APPLIED_KEY: &[u8] = &[0xFF, b'a', b'p', b'p', b'l', b'i', b'e', b'd'];
 /// The digest of the active set (see `digest`), moved with the states it covers.
 const DIGEST_KEY: &[u8] = &[0xFF, b'd', b'i', b'g', b'e', b's', b't'];
@@ -282,7 +292,8 @@ impl Log {
             .transpose()
     }
 
-    /// The sequence the state view has applied up to.
+    /// The sequence of the latest checkpoint: the stored states are the state
+    /// view as of it (0: none yet).
     pub fn state_applied(&self) -> Result<u64> {
         match self.state.get(APPLIED_KEY)? {
             Some(bytes) => sequence_from_key(&bytes),
@@ -290,30 +301,35 @@ impl Log {
         }
     }
 
-    /// Stores derived state changes and the sequence they bring the view up to, atomically,
-    /// with the digest of the active set moved by the same changes. Only the writer calls
-    /// it (the digest is read, changed and written back).
-    pub fn apply_state(
+    /// Stores the indexes kept beside the states for one group's state changes:
+    /// the expiry index moves with each state, and the group's idempotency keys
+    /// are recorded. Written per group, because the writer reads idempotency keys
+    /// and the expiry task the index; the states themselves reach disk in
+    /// checkpoints ([`Log::checkpoint`]). Rewriting the same changes again (replay)
+    /// leaves the same entries.
+    pub fn apply_indexes(
         &self,
         changes: &[StateChange<'_>],
         idempotency: &[IdempotencyEntry],
-        applied: u64,
     ) -> Result<()> {
         let mut batch = sled::Batch::default();
-        let mut digest = self.digest()?;
+        let mut writes = 0;
         for change in changes {
-            let state = change.after;
-            // Removed first: when the entry is unchanged the insert below wins.
-            if let Some(old) = change.before.and_then(expiry_entry) {
-                batch.remove(old);
+            let old = change.before.and_then(expiry_entry);
+            let new = expiry_entry(change.after);
+            if old == new {
+                continue;
             }
-            batch.insert(state.indicator.key.to_bytes(), wire::encode_state(state));
-            digest.apply(change);
-            if let Some(new) = expiry_entry(state) {
+            // Removed first: when the entry is unchanged the insert below wins.
+            if let Some(old) = old {
+                batch.remove(old);
+                writes += 1;
+            }
+            if let Some(new) = new {
                 batch.insert(new, sled::IVec::default());
+                writes += 1;
             }
         }
-        batch.insert(DIGEST_KEY, &digest.to_bytes());
         for entry in idempotency {
             let mut value = entry.hit.first_sequence.to_be_bytes().to_vec();
             value.extend_from_slice(&entry.hit.count.to_be_bytes());
@@ -321,13 +337,125 @@ impl Log {
                 value.extend_from_slice(fingerprint);
             }
             batch.insert(idempotency_key(&entry.org_id, &entry.key), value);
+            writes += 1;
         }
-        batch.insert(APPLIED_KEY, &applied.to_be_bytes());
-        self.state.apply_batch(batch)?;
+        if writes > 0 {
+            self.state.apply_batch(batch)?;
+        }
         Ok(())
     }
 
-    /// The stored digest of the active indicators (empty set when none is stored).
+    /// Writes a checkpoint: `states` (every state changed since the previous
+    /// checkpoint) become the stored states as of sequence `applied`, with the
+    /// digest of the active set then, in one atomic batch. With `keep_undo`, the
+    /// stored states they replace are first kept as undo entries of this
+    /// checkpoint, so that a reader of an earlier checkpoint still reads it
+    /// ([`Log::states_as_of`]). Not durable by itself (the next flush makes it
+    /// so); a checkpoint lost in a crash is redone from the log. Returns how many
+    /// undo entries were written.
+    pub fn checkpoint(
+        &self,
+        states: &[&IndicatorState],
+        applied: u64,
+        digest: Digest,
+        keep_undo: bool,
+    ) -> Result<usize> {
+        let mut undo = 0;
+        if keep_undo {
+            let mut batch = sled::Batch::default();
+            for state in states {
+                let key = state.indicator.key.to_bytes();
+                if let Some(before) = self.state.get(&key)? {
+                    batch.insert(undo_key(&key, applied), before);
+                    undo += 1;
+                }
+            }
+            if undo > 0 {
+                self.state.apply_batch(batch)?;
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for state in states {
+            batch.insert(state.indicator.key.to_bytes(), wire::encode_state(state));
+        }
+        batch.insert(DIGEST_KEY, &digest.to_bytes());
+        batch.insert(APPLIED_KEY, &applied.to_be_bytes());
+        self.state.apply_batch(batch)?;
+        Ok(undo)
+    }
+
+    /// Removes the undo entries of checkpoints at or before `upto`: no reader
+    /// reads a checkpoint older than `upto` any more. Returns how many went.
+    pub fn drop_undo(&self, upto: u64) -> Result<usize> {
+        let mut batch = sled::Batch::default();
+        let mut dropped = 0;
+        for item in self.state.scan_prefix([UNDO_PREFIX]) {
+            let (key, _) = item?;
+            let at = key
+                .len()
+                .checked_sub(8)
+                .and_then(|start| key.get(start..))
+                .map(sequence_from_key)
+                .transpose()?
+                .unwrap_or(0);
+            if at <= upto {
+                batch.remove(key);
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            self.state.apply_batch(batch)?;
+        }
+        Ok(dropped)
+    }
+
+    /// Stored states with keys in `from..to` as they were at checkpoint `as_of`
+    /// (states written by later checkpoints are read from their undo entries;
+    /// indicators first stored after `as_of` are left out), those `keep` accepts,
+    /// examining at most `max_examined` keys. They are decoded straight into the
+    /// wire type (a snapshot sends them as they are). The caller must hold
+    /// `as_of` pinned (see `checkpoint::Pins`) so that its undo entries stay.
+    /// Returns the states and, when keys may remain, the last key examined
+    /// (continue after it).
+    pub fn states_as_of(
+        &self,
+        as_of: u64,
+        from: std::ops::Bound<Vec<u8>>,
+        to: &[u8],
+        max_examined: usize,
+        mut keep: impl FnMut(&proto::IndicatorState) -> bool,
+    ) -> Result<(Vec<proto::IndicatorState>, Option<Vec<u8>>)> {
+        use std::ops::Bound;
+        let mut states = Vec::new();
+        let mut examined = 0;
+        for item in self
+            .state
+            .range::<Vec<u8>, _>((from, Bound::Excluded(to.to_vec())))
+        {
+            let (key, value) = item?;
+            let mut state = Some(wire::decode_stored_state(&value)?);
+            if state.as_ref().is_some_and(|s| s.last_sequence > as_of) {
+                let undo_from = undo_key(&key, as_of + 1);
+                let undo_to = undo_key(&key, u64::MAX);
+                state = match self.state.range(undo_from..=undo_to).next().transpose()? {
+                    Some((_, before)) => Some(wire::decode_stored_state(&before)?),
+                    // Not replaced since `as_of` but stored after it: not there yet.
+                    None => None,
+                };
+            }
+            if let Some(state) = state.filter(|s| keep(s)) {
+                states.push(state);
+            }
+            examined += 1;
+            if examined >= max_examined {
+                return Ok((states, Some(key.to_vec())));
+            }
+        }
+        Ok((states, None))
+    }
+
+    /// The digest of the active indicators as of the latest checkpoint (empty set
+    /// when none is stored).
     pub fn digest(&self) -> Result<Digest> {
         match self.state.get(DIGEST_KEY)? {
             Some(bytes) => Digest::from_stored(&bytes).ok_or_else(|| Error::Corrupt {
@@ -336,12 +464,6 @@ impl Log {
             }),
             None => Ok(Digest::EMPTY),
         }
-    }
-
-    /// Replaces the stored digest (repair at start; the writer only).
-    pub fn set_digest(&self, digest: Digest) -> Result<()> {
-        self.state.insert(DIGEST_KEY, &digest.to_bytes())?;
-        Ok(())
     }
 
     /// Active indicators whose valid_until is at or before `now`, soonest first, at
@@ -503,6 +625,15 @@ fn idempotency_key(org_id: &str, key: &str) -> Vec<u8> {
     bytes.extend_from_slice(org_id.as_bytes());
     bytes.push(0);
     bytes.extend_from_slice(key.as_bytes());
+    bytes
+}
+
+fn undo_key(indicator_key: &[u8], checkpoint: u64) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(10 + indicator_key.len());
+    bytes.push(UNDO_PREFIX);
+    bytes.extend_from_slice(indicator_key);
+    bytes.push(0xFF);
+    bytes.extend_from_slice(&checkpoint.to_be_bytes());
     bytes
 }
 
@@ -697,8 +828,9 @@ mod tests {
         assert_eq!(log.read(2, 3, 1, 1 << 20).expect("read"), written[1..2]);
     }
 
-    /// The digest kept incrementally from state changes equals the one computed
-    /// from the stored states, through publishes, revocations and new lives.
+    /// The digest kept incrementally from state changes and stored with each
+    /// checkpoint equals the one computed from the stored states, through
+    /// publishes, revocations and new lives.
     #[test]
     fn the_stored_digest_follows_the_active_set() {
         use crate::indicator::{Event, Indicator, Source};
@@ -707,6 +839,7 @@ mod tests {
         let log = Log::open(dir.path()).expect("open");
         let mut states: HashMap<IndicatorKey, IndicatorState> = HashMap::new();
         let mut sequence = 0;
+        let mut digest = Digest::EMPTY;
         // A fixed pseudo-random walk over 40 indicators, 30 groups of 20 events.
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         for _group in 0..30 {
@@ -761,7 +894,12 @@ mod tests {
                     after,
                 })
                 .collect();
-            log.apply_state(&changes, &[], sequence).expect("apply");
+            for change in &changes {
+                digest.apply(change);
+            }
+            let stored: Vec<_> = changes.iter().map(|c| c.after).collect();
+            log.checkpoint(&stored, sequence, digest, false)
+                .expect("checkpoint");
             for (key, (_, after)) in group {
                 states.insert(key, after);
             }
@@ -817,7 +955,9 @@ mod tests {
             before: None,
             after,
         });
-        log.apply_state(&changes, &[], 3).expect("apply");
+        log.apply_indexes(&changes, &[]).expect("index");
+        log.checkpoint(&[&a, &b, &c], 3, Digest::EMPTY, false)
+            .expect("checkpoint");
         let expiring = |due, next| Expiring { due, next };
         assert_eq!(
             log.expiring(500, 10).expect("scan"),
@@ -834,7 +974,7 @@ mod tests {
 
         let b_extended = state("b@ok", Some(3_000), Status::Active);
         let a_revoked = state("a@ok", Some(2_000), Status::Revoked);
-        log.apply_state(
+        log.apply_indexes(
             &[
                 StateChange {
                     before: Some(&b),
@@ -846,14 +986,106 @@ mod tests {
                 },
             ],
             &[],
-            5,
         )
-        .expect("apply");
+        .expect("index");
+        log.checkpoint(&[&b_extended, &a_revoked], 5, Digest::EMPTY, false)
+            .expect("checkpoint");
         assert_eq!(
             log.expiring(2_500, 10).expect("scan"),
             expiring(vec![], Some(3_000))
         );
         assert_eq!(log.indicators().count(), 3, "index entries are not states");
+    }
+
+    /// A reader of an earlier checkpoint reads it exactly while a later one
+    /// overwrites it (with undo entries): replaced states as they were, states
+    /// stored later left out; the undo entries go once no reader needs them.
+    #[test]
+    fn an_earlier_checkpoint_stays_readable_through_undo_entries() {
+        use crate::indicator::{Indicator, Status};
+        use std::ops::Bound;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Log::open(dir.path()).expect("open");
+        let state = |value: &str, status: Status, last_sequence: u64| IndicatorState {
+            indicator: Indicator {
+                key: IndicatorKey {
+                    kind: Kind::PhoneNumber,
+                    value: value.into(),
+                },
+                category: Category::FraudCall,
+                risk: Risk::High,
+                description: String::new(),
+                valid_until: None,
+                tlp: Tlp::Green,
+            },
+            status,
+            source_org: "police".into(),
+            reporters: Default::default(),
+            first_seen: 0,
+            last_seen: 0,
+            actions: Vec::new(),
+            history_length: 1,
+            last_sequence,
+            revoke_reason: String::new(),
+        };
+        let a1 = state("+911", Status::Active, 1);
+        let b2 = state("+912", Status::Active, 2);
+        log.checkpoint(&[&a1, &b2], 2, Digest::EMPTY, false)
+            .expect("first checkpoint");
+        let a3 = state("+911", Status::Revoked, 3);
+        let c4 = state("+913", Status::Active, 4);
+        assert_eq!(
+            log.checkpoint(&[&a3, &c4], 4, Digest::EMPTY, true)
+                .expect("second checkpoint"),
+            1,
+            "one state replaced, one new"
+        );
+        let read = |as_of| {
+            log.states_as_of(
+                as_of,
+                Bound::Included(vec![1]),
+                &[INDICATOR_KEYS_END],
+                100,
+                |_| true,
+            )
+            .expect("read")
+            .0
+        };
+        let stored = |states: &[&IndicatorState]| -> Vec<proto::IndicatorState> {
+            states.iter().map(|s| wire::state_to_proto(s)).collect()
+        };
+        assert_eq!(read(2), stored(&[&a1, &b2]));
+        assert_eq!(read(4), stored(&[&a3, &b2, &c4]));
+        // Paging: one key at a time, continuing after the last key examined.
+        let (page, next) = log
+            .states_as_of(
+                2,
+                Bound::Included(vec![1]),
+                &[INDICATOR_KEYS_END],
+                1,
+                |_| true,
+            )
+            .expect("page");
+        assert_eq!(page, stored(&[&a1]));
+        let (page, _) = log
+            .states_as_of(
+                2,
+                Bound::Excluded(next.expect("more")),
+                &[INDICATOR_KEYS_END],
+                1,
+                |_| true,
+            )
+            .expect("page");
+        assert_eq!(page, stored(&[&b2]));
+
+        assert_eq!(
+            log.drop_undo(2).expect("drop"),
+            0,
+            "checkpoint 2 is still read"
+        );
+        assert_eq!(log.drop_undo(4).expect("drop"), 1);
+        assert_eq!(log.state_applied().expect("applied"), 4);
+        assert_eq!(log.indicators().count(), 3, "undo entries are not states");
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! commits many of them at a time (group commit), in three steps: `group` plans
 //! the group (events with the next sequences, 1, 2, 3 ... no gaps, encoded once),
 //! the log `backend` makes it durable with one append and flush, and only then
-//! does the writer announce it: apply the events to the state view (stored, and
-//! published in memory as a new `view` version), move the durable head, fan them
-//! out, and answer. At start it replays the log into the state view, so a crash
+//! does the writer announce it: store the indexes kept beside the states, apply
+//! the events to the state view (its in-memory delta, published as a new `view`
+//! version; `checkpoint` writes it to disk later, off this path), move the
+//! durable head, fan them out, and answer. At start it replays the log's tail
+//! after the latest checkpoint into the state view, so a crash
 //! between flush and apply loses nothing. In cluster mode the same thread also
 //! takes events other nodes appended to the replicated log ([`Applier`]): it
 //! checks they follow its head, stores them locally with one flush and
@@ -121,8 +123,8 @@ impl Sequencer {
         metrics: Metrics,
     ) -> Result<(Sequencer, Feed, std::thread::JoinHandle<()>)> {
         let head = backend.head()?;
-        replay(&log, head)?;
-        let (view_writer, view) = ViewWriter::load(&log)?;
+        let (mut view_writer, view) = ViewWriter::open(&log)?;
+        replay(&log, head, &mut view_writer)?;
         let feed = Feed::new(feed_capacity, head);
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
         let alarm = Arc::new(Alarm::default());
@@ -190,14 +192,16 @@ impl Enqueued {
     }
 }
 
-/// Brings the state view up to the log's head (after a crash or a restart).
-fn replay(log: &Log, head: u64) -> Result<()> {
-    let mut applied = log.state_applied()?;
+/// Brings the state view from its latest checkpoint up to the log's head
+/// (after a crash or a restart): only the log's tail is replayed, into the
+/// view's delta, with the indexes kept beside the states rewritten.
+fn replay(log: &Log, head: u64, view: &mut ViewWriter) -> Result<()> {
+    let mut applied = view.applied();
     if applied < head {
         tracing::info!(
             from = applied + 1,
             to = head,
-            "replaying the log into the state view"
+            "replaying the log's tail into the state view"
         );
     }
     while applied < head {
@@ -205,17 +209,19 @@ fn replay(log: &Log, head: u64) -> Result<()> {
         let Some(last) = records.last().map(|r| r.sequence) else {
             break;
         };
-        let (view, idempotency) = derive(log, &records)?;
-        log.apply_state(&view.changed(), &idempotency, last)?;
+        let (overlay, idempotency) = derive(view, &records)?;
+        let changes = overlay.changed();
+        log.apply_indexes(&changes, &idempotency)?;
+        view.apply(&changes, last);
         applied = last;
     }
     Ok(())
 }
 
 /// The state changes and idempotency entries of durable `records`, over the
-/// stored state.
-fn derive(log: &Log, records: &[Record]) -> Result<(StateOverlay, Vec<IdempotencyEntry>)> {
-    let mut view = StateOverlay::default();
+/// writer's state view.
+fn derive(view: &ViewWriter, records: &[Record]) -> Result<(StateOverlay, Vec<IdempotencyEntry>)> {
+    let mut overlay = StateOverlay::default();
     let mut idempotency = Vec::new();
     for record in records {
         let event =
@@ -236,9 +242,9 @@ fn derive(log: &Log, records: &[Record]) -> Result<(StateOverlay, Vec<Idempotenc
                 },
             });
         }
-        view.apply(&event, |key| log.indicator(key))?;
+        overlay.apply(&event, |key| view.get(key))?;
     }
-    Ok((view, idempotency))
+    Ok((overlay, idempotency))
 }
 
 struct Writer {
@@ -312,13 +318,29 @@ impl Writer {
             jobs.into_iter().map(|j| (j.submission, j.reply)).unzip();
         let view = &self.view;
         let log = &self.log;
+        let read_failed = std::cell::Cell::new(None);
         let group = group::plan(
             &submissions,
             self.head,
             now_millis(),
-            |key| view.get(key),
+            |key| {
+                view.get(key).unwrap_or_else(|error| {
+                    read_failed.set(Some(error));
+                    None
+                })
+            },
             |org, key| log.idempotent(org, key),
         );
+        if let Some(error) = read_failed.take() {
+            // Planned against a state that could not be read: nothing of it is stored.
+            tracing::error!(%error, "reading the state view failed; the group is refused");
+            for reply in replies {
+                let _ = reply.send(Err(Error::Unavailable(
+                    "the hub could not read an indicator's state; nothing was stored".into(),
+                )));
+            }
+            return;
+        }
         if !group.records.is_empty() {
             if let Err(error) = self.backend.append_group(group.after, &group.records) {
                 if let Error::Unavailable(message) = error {
@@ -355,15 +377,16 @@ impl Writer {
             ..
         } = group;
         if !records.is_empty() {
-            // Derived state: rebuilt by replay if this write is lost in a crash.
+            // Derived indexes: rewritten by replay if this write is lost in a crash.
+            // The states go to the view's delta below; checkpoints store them.
             let changes = overlay.changed();
-            if let Err(error) = self.log.apply_state(&changes, &idempotency, self.head) {
-                // The events are durable, so they are answered; but a later group's
-                // write would move the stored `applied` past this one, and replay at
-                // restart would then skip it: the stored states would stay wrong. So
-                // the writer accepts nothing more until a restart replays the log
-                // (the view in memory is applied below and stays right for reads).
-                tracing::error!(%error, "updating the stored state view failed; the writer stops accepting until a restart replays the log");
+            let indexed = self.log.apply_indexes(&changes, &idempotency);
+            if let Err(error) = &indexed {
+                // The events are durable, so they are answered; but the indexes
+                // stay wrong until a restart replays the tail, so the writer
+                // accepts nothing more, and the view is not moved past this group
+                // (a checkpoint after it would keep the replay from redoing it).
+                tracing::error!(%error, "updating the idempotency or expiry index failed; the writer stops accepting until a restart replays the log");
                 self.broken.store(true, Ordering::Release);
             }
             if let Some(earliest) = changes
@@ -378,7 +401,9 @@ impl Writer {
                 self.metrics
                     .published(record.meta.kind, record.meta.event_type);
             }
-            self.view.apply(&changes, self.head);
+            if indexed.is_ok() {
+                self.view.apply(&changes, self.head);
+            }
             self.feed.publish(records, self.head);
         }
         for (outcome, reply) in outcomes.into_iter().zip(replies) {
@@ -413,7 +438,7 @@ impl Writer {
             .log
             .append(&records)
             .and_then(|()| self.log.flush())
-            .and_then(|()| derive(&self.log, &records));
+            .and_then(|()| derive(&self.view, &records));
         let (overlay, idempotency) = match stored {
             Ok(derived) => derived,
             Err(error) => {

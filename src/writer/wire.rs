@@ -137,6 +137,15 @@ pub fn encode_state(state: &IndicatorState) -> Vec<u8> {
     state_to_proto(state).encode_to_vec()
 }
 
+/// Decodes one of the hub's own stored indicator states into the wire type,
+/// as a snapshot sends it (no domain conversion).
+pub fn decode_stored_state(bytes: &[u8]) -> Result<proto::IndicatorState> {
+    proto::IndicatorState::decode(bytes).map_err(|e| Error::Corrupt {
+        sequence: 0,
+        problem: format!("indicator state: {e}"),
+    })
+}
+
 /// Decodes one of the hub's own stored indicator states.
 pub fn decode_state(bytes: &[u8]) -> Result<IndicatorState> {
     let corrupt = |problem: &str| Error::Corrupt {

@@ -237,3 +237,61 @@ async fn a_member_leaking_streams_does_not_take_the_hub_down() {
         rss / (1024 * 1024)
     );
 }
+
+/// Issue 13, small: `--scenario scale` bulk-loads distinct indicators into a
+/// fresh hub, then reports memory, disk, lookups, a full snapshot (its count
+/// checked against the load) and the restart, all as numbers in `figures`.
+#[tokio::test]
+async fn the_scale_scenario_reports_every_figure() {
+    let run = Command::new(env!("CARGO_BIN_EXE_dip-hub"))
+        .args([
+            "bench",
+            "--json",
+            "--scenario",
+            "scale",
+            "--scale-indicators",
+            "5000",
+            "--scale-publishers",
+            "2",
+            "--lookup-clients",
+            "2",
+            "--scale-lookup-secs",
+            "1",
+        ])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the scale run finishes within 120 s")
+        .expect("the bench runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("stdout is the JSON report");
+    let scale = &report["outcomes"][0];
+    eprintln!("scale: {scale}");
+    assert_eq!(scale["scenario"], "scale");
+    assert_eq!(scale["errors"], 0, "{scale}");
+    assert!(scale["throughput"].as_f64().expect("load rate") > 0.0);
+    assert!(scale["latency"]["p99_us"].as_u64().expect("lookup p99") > 0);
+    let figures = &scale["figures"];
+    assert_eq!(figures["indicators"], 5000.0);
+    for figure in [
+        "rss_steady_bytes",
+        "rss_peak_after_load_bytes",
+        "disk_bytes",
+        "disk_bytes_per_indicator",
+        "disk_over_encoded_events",
+        "encoded_event_bytes",
+        "lookups_per_sec",
+        "snapshot_per_sec",
+        "snapshot_secs",
+        "ready_after_restart_secs",
+    ] {
+        assert!(
+            figures[figure].as_f64().is_some_and(|v| v > 0.0),
+            "{figure} missing or zero: {scale}"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 mod bad_input;
 mod bench;
 mod bulk;
+mod checkpoints;
 mod child;
 mod cluster;
 mod crash;

@@ -42,7 +42,7 @@ pub async fn run(
     tracing::info!(?plan, "filling the log");
     let fill_cpu = hub.cpu_meter();
     let fill_start = Instant::now();
-    fill(hub, bench, workload, plan).await?;
+    fill(hub, bench, workload, plan, 0).await?;
     let fill_secs = fill_start.elapsed().as_secs_f64();
     let fill_cpu = fill_cpu.note();
 
@@ -136,9 +136,15 @@ pub async fn restart(
     Ok((hub, Ok(outcome)))
 }
 
-/// Publishes `plan.events` new indicators with concurrent publishers.
-async fn fill(hub: &ChildHub, bench: &BenchDir, workload: &Workload, plan: Plan) -> Result<()> {
-    let next = Arc::new(AtomicU64::new(0));
+/// Publishes new indicators `first..plan.events` with concurrent publishers.
+pub async fn fill(
+    hub: &ChildHub,
+    bench: &BenchDir,
+    workload: &Workload,
+    plan: Plan,
+    first: u64,
+) -> Result<()> {
+    let next = Arc::new(AtomicU64::new(first));
     let mut tasks = Vec::with_capacity(plan.publishers);
     for n in 1..=plan.publishers {
         let mut client = hub.client(bench, &publisher_org(n)).await?;

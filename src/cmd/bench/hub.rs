@@ -246,6 +246,31 @@ impl ChildHub {
         status_kib(&status, "VmHWM:").map(|kib| kib * 1024)
     }
 
+    /// The hub's resident memory now (VmRSS), in bytes.
+    pub fn rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        status_kib(&status, "VmRSS:").map(|kib| kib * 1024)
+    }
+
+    /// Bytes the hub's database takes on disk (blocks allocated to its files).
+    pub fn disk_bytes(&self) -> Result<u64> {
+        fn walk(dir: &Path) -> std::io::Result<u64> {
+            use std::os::unix::fs::MetadataExt;
+            let mut total = 0;
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                let metadata = entry.metadata()?;
+                total += if metadata.is_dir() {
+                    walk(&entry.path())?
+                } else {
+                    metadata.blocks() * 512
+                };
+            }
+            Ok(total)
+        }
+        walk(&self.data_dir).map_err(|e| io_error("measuring the hub's database on disk", e))
+    }
+
     /// A meter of the CPU time the hub and this load generator use from now on.
     pub fn cpu_meter(&self) -> CpuMeter {
         CpuMeter {

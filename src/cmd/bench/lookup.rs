@@ -52,12 +52,42 @@ pub async fn run(
         loaded = last;
     }
 
+    let cpu = hub.cpu_meter();
+    let start = Instant::now();
+    let (lookups, latency, errors) = measure(hub, bench, plan).await?;
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu.note();
+    let mut outcome = Outcome::new(
+        "lookup",
+        format!(
+            "{} clients, {} indicators, {} s",
+            plan.clients,
+            report::thousands(plan.indicators as f64),
+            plan.duration.as_secs()
+        ),
+        lookups as f64 / secs,
+        "lookups/s",
+    );
+    outcome.latency_kind = Some("lookup");
+    outcome.latency = Latency::of(&latency);
+    outcome.errors = errors;
+    outcome.notes.push(cpu);
+    Ok(outcome)
+}
+
+/// `plan.clients` clients, each on its own connection, look up random indicators
+/// among the first `plan.indicators` for `plan.duration`: lookups that found
+/// their indicator, their latency, and the clients that failed.
+pub async fn measure(
+    hub: &ChildHub,
+    bench: &BenchDir,
+    plan: Plan,
+) -> Result<(u64, Histogram<u64>, u64)> {
     let mut clients = Vec::with_capacity(plan.clients);
     for n in 1..=plan.clients {
         clients.push(hub.client(bench, &subscriber_org(n)).await?);
     }
     tracing::info!(clients = plan.clients, "looking up");
-    let cpu = hub.cpu_meter();
     let start = Instant::now();
     let deadline = start + plan.duration;
     let tasks: Vec<_> = clients
@@ -117,24 +147,7 @@ pub async fn run(
             &mut errors,
         )?;
     }
-    let secs = start.elapsed().as_secs_f64();
-    let cpu = cpu.note();
-    let mut outcome = Outcome::new(
-        "lookup",
-        format!(
-            "{} clients, {} indicators, {} s",
-            plan.clients,
-            report::thousands(plan.indicators as f64),
-            plan.duration.as_secs()
-        ),
-        lookups as f64 / secs,
-        "lookups/s",
-    );
-    outcome.latency_kind = Some("lookup");
-    outcome.latency = Latency::of(&latency);
-    outcome.errors = errors;
-    outcome.notes.push(cpu);
-    Ok(outcome)
+    Ok((lookups, latency, errors))
 }
 
 /// A small deterministic pseudo-random sequence (xorshift64*), enough to spread lookups.

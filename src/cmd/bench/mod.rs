@@ -9,7 +9,9 @@
 //! subscribers, end-to-end latency, loss), [`catchup`] (a new subscriber reading
 //! a long log), [`lookup`] and [`abuse`] (one member's stalled streams while
 //! another publishes and a third reads: the hub's memory and the honest member's
-//! latency), [`bulk`] (`dip-hub publish --file` of a large file, timed). Figures are collected as [`report::Outcome`]s.
+//! latency), [`bulk`] (`dip-hub publish --file` of a large file, timed), and,
+//! only when asked for, [`scale`] (N indicators bulk-loaded: memory, disk,
+//! lookups, a full snapshot, restart). Figures are collected as [`report::Outcome`]s.
 //! Must never reach into the hub's internals: it is a client like any other, and
 //! everything it starts is bounded in time and stopped at the end.
 
@@ -23,6 +25,7 @@ pub mod lookup;
 pub mod publish;
 pub mod receive;
 pub mod report;
+pub mod scale;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -48,6 +51,8 @@ pub enum ScenarioChoice {
     Lookup,
     Abuse,
     Bulk,
+    /// Not part of `all`: bulk-loads `--scale-indicators` (30 million takes an hour).
+    Scale,
     All,
 }
 
@@ -169,6 +174,19 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 16)]
     pub bulk_in_flight: usize,
 
+    /// scale: distinct indicators bulk-loaded into a fresh hub; several (rising, comma separated) load in steps on one database, each step measured.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000_000])]
+    pub scale_indicators: Vec<u64>,
+    /// scale: size of each loaded indicator as encoded, in bytes.
+    #[arg(long, default_value_t = 120)]
+    pub scale_indicator_bytes: usize,
+    /// scale: concurrent publishers loading (batches of --catchup-batch).
+    #[arg(long, default_value_t = 4)]
+    pub scale_publishers: usize,
+    /// scale: seconds of lookups (with --lookup-clients clients) after the load.
+    #[arg(long, default_value_t = 10)]
+    pub scale_lookup_secs: u64,
+
     /// Seconds each hub child process gets to start and answer.
     #[arg(long, default_value_t = 60)]
     pub startup_secs: u64,
@@ -191,6 +209,8 @@ const MAX_CONNECTIONS: usize = 5_000;
 const MAX_SECS: u64 = 3_600;
 /// Most events the catch-up scenario writes.
 const MAX_CATCHUP_EVENTS: u64 = 100_000_000;
+/// Most indicators the scale scenario loads (distinct phone numbers: 10^9).
+const MAX_SCALE_INDICATORS: u64 = 1_000_000_000;
 /// Most stalled streams in the abuse scenario.
 const MAX_ABUSE_STREAMS: u64 = 100_000;
 /// Smallest indicator: room for the value, the enums and a send-time stamp.
@@ -198,8 +218,10 @@ const MIN_INDICATOR_BYTES: usize = 64;
 
 impl BenchArgs {
     fn runs(&self, scenario: ScenarioChoice) -> bool {
-        // --cluster measures the cluster only.
-        !self.cluster && (self.scenario == ScenarioChoice::All || self.scenario == scenario)
+        // --cluster measures the cluster only; `scale` runs only when asked for.
+        !self.cluster
+            && (self.scenario == scenario
+                || (self.scenario == ScenarioChoice::All && scenario != ScenarioChoice::Scale))
     }
 
     /// Checks every number once, naming the flag, the problem and what is expected.
@@ -322,6 +344,36 @@ impl BenchArgs {
         )?;
         check("--abuse-events", self.abuse_events, 1, MAX_CATCHUP_EVENTS)?;
         check("--abuse-rate", self.abuse_rate, 1, 1_000_000)?;
+        if self.scale_indicators.is_empty() {
+            return Err(usage(
+                "--scale-indicators",
+                "no count given",
+                "one or more rising counts, e.g. 1000000,10000000",
+            ));
+        }
+        for (n, step) in self.scale_indicators.iter().enumerate() {
+            check("--scale-indicators", *step, 1, MAX_SCALE_INDICATORS)?;
+            if n > 0 && *step <= self.scale_indicators[n - 1] {
+                return Err(usage(
+                    "--scale-indicators",
+                    format!("{step} does not rise above the step before"),
+                    "rising counts, e.g. 1000000,10000000",
+                ));
+            }
+        }
+        check(
+            "--scale-indicator-bytes",
+            self.scale_indicator_bytes as u64,
+            MIN_INDICATOR_BYTES as u64,
+            max_indicator as u64,
+        )?;
+        check(
+            "--scale-publishers",
+            self.scale_publishers as u64,
+            1,
+            MAX_CONNECTIONS as u64,
+        )?;
+        check("--scale-lookup-secs", self.scale_lookup_secs, 1, MAX_SECS)?;
         check("--startup-secs", self.startup_secs, 1, MAX_SECS)?;
         Ok(())
     }
@@ -343,8 +395,11 @@ impl BenchArgs {
             let most = self.fanout.iter().map(|s| s.subscribers).max().unwrap_or(1);
             subscribers = subscribers.max(most);
         }
-        if self.runs(ScenarioChoice::Lookup) {
+        if self.runs(ScenarioChoice::Lookup) || self.runs(ScenarioChoice::Scale) {
             subscribers = subscribers.max(self.lookup_clients);
+        }
+        if self.runs(ScenarioChoice::Scale) {
+            publishers = publishers.max(self.scale_publishers);
         }
         if self.runs(ScenarioChoice::Abuse) {
             // The misbehaving member and the honest one.
@@ -535,6 +590,41 @@ pub async fn measure(args: &BenchArgs) -> Result<Report> {
         let hub = ChildHub::start(&bench, "abuse", startup).await?;
         let outcome = abuse::run(&hub, &bench, &workload, plan).await;
         outcomes.push(finish(hub, outcome).await?);
+    }
+    if args.runs(ScenarioChoice::Scale) {
+        let mut hub = ChildHub::start(&bench, "scale", startup).await?;
+        let mut loaded = 0;
+        for (step, &indicators) in args.scale_indicators.iter().enumerate() {
+            let plan = scale::Plan {
+                loaded,
+                indicators,
+                indicator_bytes: args.scale_indicator_bytes,
+                publishers: args.scale_publishers,
+                batch: args.catchup_batch,
+                lookup_clients: args.lookup_clients,
+                lookup_duration: Duration::from_secs(args.scale_lookup_secs),
+                timeout: Duration::from_secs(MAX_SECS),
+            };
+            let outcome = scale::run(&hub, &bench, plan).await;
+            let (restarted, outcome) = match outcome {
+                Ok(outcome) => scale::restart(hub, &bench, outcome, startup).await?,
+                Err(error) => (hub, Err(error)),
+            };
+            hub = restarted;
+            loaded = indicators;
+            if step + 1 < args.scale_indicators.len() {
+                match outcome {
+                    Ok(outcome) => outcomes.push(outcome),
+                    Err(error) => {
+                        outcomes.push(finish(hub, Err(error)).await?);
+                        break;
+                    }
+                }
+            } else {
+                outcomes.push(finish(hub, outcome).await?);
+                break;
+            }
+        }
     }
 
     if args.runs(ScenarioChoice::Bulk) {

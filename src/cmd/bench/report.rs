@@ -91,6 +91,9 @@ pub struct Outcome {
     pub server_peak_rss_bytes: Option<u64>,
     /// Further figures, in words (e.g. "fill: 120,000 events/s").
     pub notes: Vec<String>,
+    /// Further figures as numbers, by name (e.g. `rss_steady_bytes`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub figures: std::collections::BTreeMap<&'static str, f64>,
 }
 
 impl Outcome {
@@ -107,6 +110,7 @@ impl Outcome {
             errors: 0,
             server_peak_rss_bytes: None,
             notes: Vec::new(),
+            figures: Default::default(),
         }
     }
 }

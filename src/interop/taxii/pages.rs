@@ -206,7 +206,7 @@ fn item(
         first_seen: taxii
             .hub
             .view
-            .get(&event.indicator.key)
+            .get(&event.indicator.key)?
             .map(|state| state.first_seen),
     };
     Ok(
