@@ -8,54 +8,41 @@ use tokio::process::Command;
 /// Every scenario, as small as the flags allow to stay well under ten seconds.
 #[tokio::test]
 async fn a_short_bench_reports_work_and_no_loss() {
-    let run = Command::new(env!("CARGO_BIN_EXE_dip-hub"))
-        .args([
-            "bench",
-            "--json",
-            "--publishers",
-            "2",
-            "--batch",
-            "1,10",
-            "--publish-secs",
-            "1",
-            "--fanout",
-            "3x200",
-            "--fanout-secs",
-            "1",
-            "--drain-secs",
-            "20",
-            "--catchup-events",
-            "3000",
-            "--catchup-publishers",
-            "2",
-            "--lookup-indicators",
-            "300",
-            "--lookup-clients",
-            "2",
-            "--lookup-secs",
-            "1",
-            "--abuse-streams",
-            "20",
-            "--abuse-connections",
-            "2",
-            "--abuse-events",
-            "200",
-            "--abuse-rate",
-            "200",
-            "--bulk-indicators",
-            "2000",
-        ])
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the bench finishes within 120 s")
-        .expect("the bench runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed: {stderr}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("stdout is the JSON report");
+    let (report, stderr) = run_bench(&[
+        "--publishers",
+        "2",
+        "--batch",
+        "1,10",
+        "--publish-secs",
+        "1",
+        "--fanout",
+        "3x200",
+        "--fanout-secs",
+        "1",
+        "--drain-secs",
+        "20",
+        "--catchup-events",
+        "3000",
+        "--catchup-publishers",
+        "2",
+        "--lookup-indicators",
+        "300",
+        "--lookup-clients",
+        "2",
+        "--lookup-secs",
+        "1",
+        "--abuse-streams",
+        "20",
+        "--abuse-connections",
+        "2",
+        "--abuse-events",
+        "200",
+        "--abuse-rate",
+        "200",
+        "--bulk-indicators",
+        "2000",
+    ])
+    .await;
     let outcomes = report["outcomes"].as_array().expect("outcomes");
     let scenarios: Vec<&str> = outcomes
         .iter()
@@ -120,32 +107,19 @@ async fn a_short_bench_reports_work_and_no_loss() {
 /// `--publish-in-flight` above 1 publishes over PublishStream, every request acked.
 #[tokio::test]
 async fn the_publish_scenario_streams_with_many_in_flight() {
-    let run = Command::new(env!("CARGO_BIN_EXE_dip-hub"))
-        .args([
-            "bench",
-            "--json",
-            "--scenario",
-            "publish",
-            "--publishers",
-            "2",
-            "--publish-in-flight",
-            "8",
-            "--batch",
-            "1",
-            "--publish-secs",
-            "1",
-        ])
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the run finishes within 120 s")
-        .expect("the bench runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed: {stderr}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("stdout is the JSON report");
+    let (report, stderr) = run_bench(&[
+        "--scenario",
+        "publish",
+        "--publishers",
+        "2",
+        "--publish-in-flight",
+        "8",
+        "--batch",
+        "1",
+        "--publish-secs",
+        "1",
+    ])
+    .await;
     let publish = &report["outcomes"][0];
     assert_eq!(publish["scenario"], "publish");
     assert!(
@@ -187,36 +161,23 @@ async fn bad_flags_are_refused_with_the_flag_named() {
 /// release figures (60,000 events, RSS and latency) are in README, "abuse".
 #[tokio::test]
 async fn a_member_leaking_streams_does_not_take_the_hub_down() {
-    let run = Command::new(env!("CARGO_BIN_EXE_dip-hub"))
-        .args([
-            "bench",
-            "--json",
-            "--scenario",
-            "abuse",
-            "--abuse-streams",
-            "1000",
-            "--abuse-connections",
-            "10",
-            "--abuse-events",
-            "20000",
-            "--abuse-rate",
-            "5000",
-            "--fanout-in-flight",
-            "16",
-            "--drain-secs",
-            "40",
-        ])
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the abuse run finishes within 120 s")
-        .expect("the bench runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed: {stderr}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("stdout is the JSON report");
+    let (report, _) = run_bench(&[
+        "--scenario",
+        "abuse",
+        "--abuse-streams",
+        "1000",
+        "--abuse-connections",
+        "10",
+        "--abuse-events",
+        "20000",
+        "--abuse-rate",
+        "5000",
+        "--fanout-in-flight",
+        "16",
+        "--drain-secs",
+        "40",
+    ])
+    .await;
     let abuse = &report["outcomes"][0];
     eprintln!("abuse: {abuse}");
     assert_eq!(abuse["scenario"], "abuse");
@@ -243,32 +204,19 @@ async fn a_member_leaking_streams_does_not_take_the_hub_down() {
 /// checked against the load) and the restart, all as numbers in `figures`.
 #[tokio::test]
 async fn the_scale_scenario_reports_every_figure() {
-    let run = Command::new(env!("CARGO_BIN_EXE_dip-hub"))
-        .args([
-            "bench",
-            "--json",
-            "--scenario",
-            "scale",
-            "--scale-indicators",
-            "5000",
-            "--scale-publishers",
-            "2",
-            "--lookup-clients",
-            "2",
-            "--scale-lookup-secs",
-            "1",
-        ])
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the scale run finishes within 120 s")
-        .expect("the bench runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed: {stderr}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("stdout is the JSON report");
+    let (report, _) = run_bench(&[
+        "--scenario",
+        "scale",
+        "--scale-indicators",
+        "5000",
+        "--scale-publishers",
+        "2",
+        "--lookup-clients",
+        "2",
+        "--scale-lookup-secs",
+        "1",
+    ])
+    .await;
     let scale = &report["outcomes"][0];
     eprintln!("scale: {scale}");
     assert_eq!(scale["scenario"], "scale");
@@ -294,4 +242,23 @@ async fn the_scale_scenario_reports_every_figure() {
             "{figure} missing or zero: {scale}"
         );
     }
+}
+
+/// Runs `dip-hub bench --json ARGS` (bounded: 120 s) and returns its JSON report
+/// and its stderr, once it succeeded.
+async fn run_bench(args: &[&str]) -> (serde_json::Value, String) {
+    let run = Command::new(env!("CARGO_BIN_EXE_dip-hub"))
+        .args(["bench", "--json"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the bench finishes within 120 s")
+        .expect("the bench runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "bench failed: {stderr}");
+    let report = serde_json::from_slice(&output.stdout).expect("stdout is the JSON report");
+    (report, stderr)
 }
