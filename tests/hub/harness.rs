@@ -231,6 +231,35 @@ impl TestHub {
             .unwrap_or_else(|e| panic!("{org} connects: {e}"))
     }
 
+    /// A client of `org` whose HTTP/2 receive windows (per call and per
+    /// connection, in bytes) are the ones given: for tests of what the hub holds
+    /// for a client that does not read.
+    pub async fn client_with_windows(
+        &self,
+        org: &str,
+        call_window: u32,
+        connection_window: u32,
+    ) -> Client {
+        let certs = self.pki.certs(org);
+        let read = |path: &Path| std::fs::read_to_string(path).expect("certificate file");
+        let tls = dip_hub::tls::client_tls(
+            &read(&certs.ca),
+            &read(&certs.cert),
+            &read(&certs.key),
+            "localhost",
+        );
+        let channel = tonic::transport::Endpoint::from_shared(self.url())
+            .expect("url")
+            .tls_config(tls)
+            .expect("tls")
+            .initial_stream_window_size(call_window)
+            .initial_connection_window_size(connection_window)
+            .connect()
+            .await
+            .expect("connects");
+        client::hub_client(channel)
+    }
+
     /// A client with explicit certificate files.
     pub async fn client_with(&self, certs: &ClientCerts) -> dip_hub::Result<Client> {
         client::connect(&self.url(), certs).await

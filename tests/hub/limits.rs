@@ -12,6 +12,13 @@ use tonic::transport::Channel;
 
 use crate::harness::{TestHub, phone_indicator, publish, subscribe_request};
 
+/// The HTTP/2 receive windows of a client whose unread streams must stall at
+/// once: per call small (16 KiB), so that a stream it does not read does not fill
+/// megabytes of client buffers first; per connection 1 MiB, covering every call's,
+/// so that unread calls do not hold back the one being read.
+const NARROW_CALL_WINDOW: u32 = 16 * 1024;
+const NARROW_CONNECTION_WINDOW: u32 = 1024 * 1024;
+
 /// How long the hub may take to notice that a client went away.
 const RELEASE_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -305,31 +312,6 @@ async fn limits_out_of_range_are_invalid_naming_the_field() {
     assert_eq!(refused.code(), Code::PermissionDenied);
 }
 
-/// A client of `org` whose HTTP/2 receive window per call is small (16 KiB), so
-/// that a stream it does not read stalls at once instead of filling megabytes of
-/// client buffers first (the connection's window, 1 MiB, covers every call's, so
-/// that unread calls do not hold back the one being read).
-async fn narrow_client(hub: &TestHub, org: &str) -> crate::harness::Client {
-    let certs = hub.pki.certs(org);
-    let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("PEM");
-    let tls = dip_hub::tls::client_tls(
-        &read(&certs.ca),
-        &read(&certs.cert),
-        &read(&certs.key),
-        "localhost",
-    );
-    let channel = tonic::transport::Endpoint::from_shared(hub.url())
-        .expect("url")
-        .tls_config(tls)
-        .expect("tls")
-        .initial_stream_window_size(16 * 1024)
-        .initial_connection_window_size(1024 * 1024)
-        .connect()
-        .await
-        .expect("connects");
-    proto::indicator_hub_service_client::IndicatorHubServiceClient::new(channel)
-}
-
 fn assert_every_event_once_in_order(events: &[proto::Event], count: u64, who: &str) {
     let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
     assert_eq!(
@@ -375,7 +357,9 @@ async fn stalled_streams_over_the_budget_release_it_and_then_receive_everything_
     };
     // alpha-bank's streams catch up from the log and queue frames their client
     // does not read: together far more than the budget of 128 KiB.
-    let alpha = narrow_client(&hub, "alpha-bank").await;
+    let alpha = hub
+        .client_with_windows("alpha-bank", NARROW_CALL_WINDOW, NARROW_CONNECTION_WINDOW)
+        .await;
     let mut stalled = Vec::new();
     for _ in 0..STALLED {
         let stream = alpha
@@ -453,7 +437,9 @@ async fn snapshots_beyond_the_limit_are_refused_naming_it_until_one_ends() {
         },
     )
     .await;
-    let alpha = narrow_client(&hub, "alpha-bank").await;
+    let alpha = hub
+        .client_with_windows("alpha-bank", NARROW_CALL_WINDOW, NARROW_CONNECTION_WINDOW)
+        .await;
     let request = || proto::SnapshotRequest { filter: None };
     let mut first = alpha
         .clone()

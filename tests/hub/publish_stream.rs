@@ -13,6 +13,13 @@ use tonic::Code;
 
 use crate::harness::{Client, SOON, TestHub, collect_events, indicator, phone_indicator, publish};
 
+/// The HTTP/2 receive windows of a client that stops reading: per call 64 KiB
+/// (the protocol's default), so that what the transport holds for it is small;
+/// per connection large, because h2 closes a connection whose unread small DATA
+/// frames exceed half of it ("too_many_data_frames").
+const NARROW_CALL_WINDOW: u32 = 65_535;
+const NARROW_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+
 fn request(indicators: Vec<proto::Indicator>, key: &str) -> proto::PublishRequest {
     proto::PublishRequest {
         indicators,
@@ -367,7 +374,13 @@ async fn a_client_that_stops_reading_is_held_back_and_others_are_served() {
     });
     // A small HTTP/2 stream window, so that what the transport holds on the
     // client's side is small next to what it sends.
-    let mut police = narrow_client(&hub, "mumbai-police").await;
+    let mut police = hub
+        .client_with_windows(
+            "mumbai-police",
+            NARROW_CALL_WINDOW,
+            NARROW_CONNECTION_WINDOW,
+        )
+        .await;
     let mut answers = police
         .publish_stream(requests)
         .await
@@ -446,37 +459,11 @@ async fn a_suspended_organisations_stream_ends_permission_denied() {
     assert!(status.message().contains("suspended"), "{status:?}");
 }
 
-/// A client whose HTTP/2 stream receive window is 64 KiB (the protocol's
-/// default), so that what the transport holds for it is small. (Its connection
-/// window stays large: h2 closes a connection whose unread small DATA frames
-/// exceed half of it, "too_many_data_frames".)
-async fn narrow_client(hub: &TestHub, org: &str) -> Client {
-    let certs = hub.pki.certs(org);
-    let read = |path: &std::path::Path| std::fs::read_to_string(path).expect("certificate file");
-    let tls = dip_hub::tls::client_tls(
-        &read(&certs.ca),
-        &read(&certs.cert),
-        &read(&certs.key),
-        "localhost",
-    );
-    let channel = tonic::transport::Endpoint::from_shared(hub.url())
-        .expect("url")
-        .tls_config(tls)
-        .expect("tls")
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(4 * 1024 * 1024)
-        .connect()
-        .await
-        .expect("connects");
-    Client::new(channel)
-}
-
-/// The writer plans a group while the one before it is being made durable: a
-/// later group must see the earlier one's state changes. Two organisations
+/// A group must see the state changes of the groups committed before it. Two organisations
 /// stream the same indicators at once; each indicator is PUBLISHED once (the
 /// first in sequence order) and a SIGHTING for the other, never two PUBLISHED.
 #[tokio::test]
-async fn the_pipelined_writer_plans_each_group_on_the_state_the_earlier_ones_leave() {
+async fn each_group_is_planned_on_the_state_the_earlier_ones_leave() {
     let hub = TestHub::start().await;
     let count = 300u64;
     let mut tasks = Vec::new();

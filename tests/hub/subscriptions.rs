@@ -7,11 +7,9 @@ use dip_hub::proto::ValueName;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use dip_hub::client::ClientCerts;
 use dip_hub::proto::{self, Category, EventType, IndicatorKind, Risk, Tlp};
 use tokio::sync::watch;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::harness::*;
 
@@ -321,29 +319,6 @@ async fn an_idle_stream_gets_heartbeats_carrying_the_head() {
     assert_caught_up(&mut stream, 4).await;
 }
 
-/// A client connection whose HTTP/2 windows are small, so that a subscriber that
-/// does not read is held back by the hub within a few kilobytes.
-async fn tight_client(hub: &TestHub, org: &str) -> Client {
-    let certs = ClientCerts::dev(&hub.pki.pki_dir(), org);
-    let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("certificate file");
-    let tls = dip_hub::tls::client_tls(
-        &read(&certs.ca),
-        &read(&certs.cert),
-        &read(&certs.key),
-        "localhost",
-    );
-    let channel: Channel = Endpoint::from_shared(hub.url())
-        .expect("url")
-        .tls_config(tls)
-        .expect("tls")
-        .initial_stream_window_size(16 * 1024)
-        .initial_connection_window_size(16 * 1024)
-        .connect()
-        .await
-        .expect("connects");
-    Client::new(channel).max_decoding_message_size(64 * 1024 * 1024)
-}
-
 /// Invariant 4: a subscriber that reads nothing while far more than the feed's
 /// ring is published holds back neither the publisher nor the fast subscribers,
 /// and then still gets every event exactly once, in order (from the log).
@@ -358,7 +333,11 @@ async fn a_slow_subscriber_holds_back_nobody_and_still_gets_every_event_in_order
 
     // Subscribed before anything is published, and not read until the end:
     // 10 000 events (over a megabyte) against a ring of 64 and windows of 16 KiB.
-    let mut slow_client = tight_client(&hub, "tsp-two").await;
+    // Small HTTP/2 windows: a subscriber that does not read is held back by the
+    // hub within a few kilobytes.
+    let mut slow_client = hub
+        .client_with_windows("tsp-two", 16 * 1024, 16 * 1024)
+        .await;
     let mut slow = subscribe(
         &mut slow_client,
         proto::SubscribeRequest {
