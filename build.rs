@@ -1,7 +1,8 @@
 //! Compiles `proto/` with protox (no system `protoc`) into two generated modules:
 //! the messages and client (`dip.v1.rs`), and the server (`server/dip.v1.rs`),
 //! whose `SubscribeResponse` is the hub's pre-encoded frame so that every event is
-//! encoded once and the same bytes reach every subscriber. The descriptor set is
+//! encoded once and the same bytes reach every subscriber, and whose
+//! `SnapshotResponse` is a pre-encoded chunk of stored states. The descriptor set is
 //! written too, for gRPC reflection. The server's codec answers undecodable
 //! requests INVALID_ARGUMENT (`src/codec.rs`).
 
@@ -27,6 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .out_dir(&server_dir)
         .extern_path(".dip.v1", "crate::proto")
         .extern_path(".dip.v1.SubscribeResponse", "crate::frame::Frame")
+        .extern_path(".dip.v1.SnapshotResponse", "crate::snapshot::SnapshotChunk")
         .codec_path("crate::codec::HubCodec")
         .compile_fds(fds)?;
     Ok(())

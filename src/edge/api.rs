@@ -142,7 +142,7 @@ impl HubService {
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send + 'static>>;
 type SnapshotStream =
-    Pin<Box<dyn Stream<Item = Result<proto::SnapshotResponse, Status>> + Send + 'static>>;
+    Pin<Box<dyn Stream<Item = Result<snapshot::SnapshotChunk, Status>> + Send + 'static>>;
 type PublishStreamAnswers =
     Pin<Box<dyn Stream<Item = Result<proto::PublishStreamResponse, Status>> + Send + 'static>>;
 

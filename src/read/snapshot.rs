@@ -17,6 +17,10 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
+use bytes::{Buf, BufMut};
+use prost::DecodeError;
+use prost::Message;
+use prost::encoding::{DecodeContext, WireType};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +33,10 @@ use crate::policy;
 use crate::proto;
 use crate::registry::Org;
 use crate::view::View;
+use crate::wire::StateHead;
 
+/// Field number of `SnapshotResponse.indicators`.
+const INDICATORS_FIELD: u32 = 2;
 /// Most indicators in one message.
 pub const CHUNK_INDICATORS: usize = 1000;
 /// About the most bytes of indicators in one message.
@@ -48,9 +55,8 @@ pub struct SnapshotFilter {
 }
 
 impl SnapshotFilter {
-    /// Is `state` (as stored: the hub's own encoding, decoded straight into the
-    /// wire type a snapshot sends) in the snapshot `viewer` asked for?
-    pub fn matches(&self, viewer: &Org, state: &proto::IndicatorState) -> bool {
+    /// Is `state` (read from its stored bytes) in the snapshot `viewer` asked for?
+    pub fn matches(&self, viewer: &Org, state: &StateHead) -> bool {
         let Some(indicator) = &state.indicator else {
             return false;
         };
@@ -68,6 +74,59 @@ impl SnapshotFilter {
     }
 }
 
+/// One message of a Snapshot stream, pre-encoded: the stored states, each as
+/// an `indicators` entry holding its stored bytes (never decoded and encoded
+/// again), then the message's other fields. Concatenated, they are exactly the
+/// protobuf encoding of a `SnapshotResponse` (fields may come in any order), so
+/// clients decode it with the ordinary generated type.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotChunk {
+    bytes: Vec<u8>,
+    indicators: usize,
+}
+
+impl SnapshotChunk {
+    /// Adds one stored `IndicatorState` encoding as an `indicators` entry.
+    fn push(&mut self, encoded: &[u8]) {
+        prost::encoding::encode_key(INDICATORS_FIELD, WireType::LengthDelimited, &mut self.bytes);
+        prost::encoding::encode_varint(encoded.len() as u64, &mut self.bytes);
+        self.bytes.extend_from_slice(encoded);
+        self.indicators += 1;
+    }
+
+    /// Ends the message with its other fields (`indicators` left empty).
+    fn finish(mut self, fields: proto::SnapshotResponse) -> SnapshotChunk {
+        fields.encode_raw(&mut self.bytes);
+        self
+    }
+}
+
+impl Message for SnapshotChunk {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        buf.put_slice(&self.bytes);
+    }
+
+    /// The hub only sends chunks; a received one is skipped field by field.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> std::result::Result<(), DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.indicators = 0;
+    }
+}
+
 /// Starts a snapshot as of a checkpoint at or after `at_least` (the view's
 /// applied sequence when the request came: the snapshot asks for a checkpoint
 /// and waits for it if the latest is older); the messages come out of the
@@ -78,7 +137,7 @@ pub fn spawn(
     filter: SnapshotFilter,
     viewer: Org,
     stop: CancellationToken,
-) -> ReceiverStream<Result<proto::SnapshotResponse, Status>> {
+) -> ReceiverStream<Result<SnapshotChunk, Status>> {
     let (messages, stream) = mpsc::channel(QUEUE_MESSAGES);
     tokio::spawn(async move {
         if let Err(error) = run(view, at_least, filter, viewer, &messages, &stop).await {
@@ -93,18 +152,15 @@ async fn run(
     at_least: u64,
     filter: SnapshotFilter,
     viewer: Org,
-    messages: &mpsc::Sender<Result<proto::SnapshotResponse, Status>>,
+    messages: &mpsc::Sender<Result<SnapshotChunk, Status>>,
     stop: &CancellationToken,
 ) -> Result<()> {
     let pins = view.pins().clone();
     let pin = blocking(move || pins.pin(at_least)).await?;
     let as_of_sequence = pin.at();
-    let message = |indicators| proto::SnapshotResponse {
+    let fields = || proto::SnapshotResponse {
         as_of_sequence,
-        indicators,
-        digest: String::new(),
-        last: false,
-        count: 0,
+        ..Default::default()
     };
     let select = Arc::new((filter, viewer));
     let ranges = key_ranges(&select.0);
@@ -117,8 +173,7 @@ async fn run(
             })
         })
     };
-    let mut chunk = Vec::new();
-    let mut bytes = 0;
+    let mut chunk = SnapshotChunk::default();
     let mut digest = Digest::EMPTY;
     let mut count = 0u64;
     // One page is read ahead while the one before it is sent.
@@ -136,29 +191,28 @@ async fn run(
             None => None,
         };
         for state in page {
-            if let Some(indicator) = &state.indicator {
+            if let Some(indicator) = state.head.indicator {
                 digest.add(&IndicatorKey {
                     kind: Kind::try_from(indicator.kind).unwrap_or(Kind::Unspecified),
-                    value: indicator.value.clone(),
+                    value: indicator.value,
                 });
             }
-            bytes += prost::Message::encoded_len(&state);
-            chunk.push(state);
+            chunk.push(&state.encoded);
             count += 1;
-            if chunk.len() >= CHUNK_INDICATORS || bytes >= CHUNK_BYTES {
-                bytes = 0;
-                if !send(messages, stop, message(std::mem::take(&mut chunk))).await {
+            if chunk.indicators >= CHUNK_INDICATORS || chunk.bytes.len() >= CHUNK_BYTES {
+                let full = std::mem::take(&mut chunk).finish(fields());
+                if !send(messages, stop, full).await {
                     return Ok(());
                 }
             }
         }
     }
-    let last = proto::SnapshotResponse {
+    let last = chunk.finish(proto::SnapshotResponse {
         digest: digest.to_hex(),
         last: true,
         count,
-        ..message(chunk)
-    };
+        ..fields()
+    });
     send(messages, stop, last).await;
     drop(pin);
     Ok(())
@@ -187,13 +241,71 @@ fn key_ranges(filter: &SnapshotFilter) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// Queues a message for the client; false when the stream is over.
 async fn send(
-    messages: &mpsc::Sender<Result<proto::SnapshotResponse, Status>>,
+    messages: &mpsc::Sender<Result<SnapshotChunk, Status>>,
     stop: &CancellationToken,
-    message: proto::SnapshotResponse,
+    message: SnapshotChunk,
 ) -> bool {
     tokio::select! {
         biased;
         () = stop.cancelled() => false,
         sent = messages.send(Ok(message)) => sent.is_ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(value: &str, last_sequence: u64) -> proto::IndicatorState {
+        proto::IndicatorState {
+            indicator: Some(proto::Indicator {
+                kind: Kind::PhoneNumber as i32,
+                value: value.into(),
+                ..Default::default()
+            }),
+            status: IndicatorStatus::Active as i32,
+            source_org: "tsp-a".into(),
+            reporters: vec!["tsp-a".into()],
+            last_sequence,
+            ..Default::default()
+        }
+    }
+
+    /// A chunk of stored encodings decodes, with the ordinary generated type,
+    /// as the `SnapshotResponse` the hub used to build from decoded states.
+    #[test]
+    fn a_chunk_of_stored_states_decodes_as_a_snapshot_response() {
+        let states = [state("+919800000001", 3), state("+919800000002", 5)];
+        let mut chunk = SnapshotChunk::default();
+        for s in &states {
+            chunk.push(&s.encode_to_vec());
+        }
+        let fields = proto::SnapshotResponse {
+            as_of_sequence: 5,
+            digest: "ab".repeat(32),
+            last: true,
+            count: 2,
+            ..Default::default()
+        };
+        let chunk = chunk.finish(fields.clone());
+        let bytes = chunk.encode_to_vec();
+        assert_eq!(bytes.len(), chunk.encoded_len());
+        let decoded = proto::SnapshotResponse::decode(bytes.as_slice()).expect("decodes");
+        assert_eq!(
+            decoded,
+            proto::SnapshotResponse {
+                indicators: states.to_vec(),
+                ..fields
+            }
+        );
+        // A chunk with no states is the other fields alone.
+        let empty = SnapshotChunk::default().finish(proto::SnapshotResponse {
+            as_of_sequence: 5,
+            ..Default::default()
+        });
+        let decoded =
+            proto::SnapshotResponse::decode(empty.encode_to_vec().as_slice()).expect("decodes");
+        assert_eq!(decoded.as_of_sequence, 5);
+        assert!(decoded.indicators.is_empty());
     }
 }

@@ -38,9 +38,8 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::indicator::{Category, EventType, IndicatorKey, Kind, Millis, Risk, Tlp};
-use crate::proto;
 use crate::state::{IndicatorState, StateChange};
-use crate::wire;
+use crate::wire::{self, StateHead};
 
 /// Record format version, the first byte of every record. Version 2 adds the
 /// request's fingerprint after an idempotency mark; version 1 records still decode.
@@ -123,6 +122,15 @@ pub struct IdempotencyEntry {
     pub org_id: String,
     pub key: String,
     pub hit: IdempotentHit,
+}
+
+/// One stored indicator state as a snapshot reads it ([`Log::states_as_of`]).
+#[derive(Clone, Debug)]
+pub struct StoredState {
+    /// The fields a snapshot filters on and sums.
+    pub head: StateHead,
+    /// The wire encoding of the `IndicatorState`, as stored.
+    pub encoded: Vec<u8>,
 }
 
 #[derive(Clone)]
@@ -473,19 +481,19 @@ impl Log {
     /// Stored states with keys in `from..to` as they were at checkpoint `as_of`
     /// (states written by later checkpoints are read from their undo entries;
     /// indicators first stored after `as_of` are left out), those `keep` accepts,
-    /// examining at most `max_examined` keys. They are decoded straight into the
-    /// wire type (a snapshot sends them as they are). The caller must hold
-    /// `as_of` pinned (see `checkpoint::Pins`) so that its undo entries stay.
-    /// Returns the states and, when keys may remain, the last key examined
-    /// (continue after it).
+    /// examining at most `max_examined` keys. Each comes as its stored bytes (the
+    /// wire encoding a snapshot sends as it is) with the few fields read from
+    /// them. The caller must hold `as_of` pinned (see `checkpoint::Pins`) so
+    /// that its undo entries stay. Returns the states and, when keys may
+    /// remain, the last key examined (continue after it).
     pub fn states_as_of(
         &self,
         as_of: u64,
         from: std::ops::Bound<Vec<u8>>,
         to: &[u8],
         max_examined: usize,
-        mut keep: impl FnMut(&proto::IndicatorState) -> bool,
-    ) -> Result<(Vec<proto::IndicatorState>, Option<Vec<u8>>)> {
+        mut keep: impl FnMut(&StateHead) -> bool,
+    ) -> Result<(Vec<StoredState>, Option<Vec<u8>>)> {
         use std::ops::Bound;
         let mut states = Vec::new();
         let mut examined = 0;
@@ -494,18 +502,24 @@ impl Log {
             .range::<Vec<u8>, _>((from, Bound::Excluded(to.to_vec())))
         {
             let (key, value) = item?;
-            let mut state = Some(wire::decode_stored_state(&value)?);
-            if state.as_ref().is_some_and(|s| s.last_sequence > as_of) {
+            let mut state = Some((wire::decode_state_head(&value)?, value));
+            if state
+                .as_ref()
+                .is_some_and(|(head, _)| head.last_sequence > as_of)
+            {
                 let undo_from = undo_key(&key, as_of + 1);
                 let undo_to = undo_key(&key, u64::MAX);
                 state = match self.state.range(undo_from..=undo_to).next().transpose()? {
-                    Some((_, before)) => Some(wire::decode_stored_state(&before)?),
+                    Some((_, before)) => Some((wire::decode_state_head(&before)?, before)),
                     // Not replaced since `as_of` but stored after it: not there yet.
                     None => None,
                 };
             }
-            if let Some(state) = state.filter(|s| keep(s)) {
-                states.push(state);
+            if let Some((head, encoded)) = state.filter(|(head, _)| keep(head)) {
+                states.push(StoredState {
+                    head,
+                    encoded: encoded.to_vec(),
+                });
             }
             examined += 1;
             if examined >= max_examined {
@@ -855,6 +869,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto;
 
     fn record(sequence: u64, idempotency: Option<IdempotencyMark>) -> Record {
         Record {
@@ -1101,16 +1116,36 @@ mod tests {
             1,
             "one state replaced, one new"
         );
+        // Each stored state's bytes decode as the wire type, and its head
+        // holds the same key and sequence.
+        let decoded = |states: Vec<StoredState>| -> Vec<proto::IndicatorState> {
+            states
+                .iter()
+                .map(|s| {
+                    let state =
+                        <proto::IndicatorState as prost::Message>::decode(s.encoded.as_slice())
+                            .expect("decodes");
+                    assert_eq!(s.head.last_sequence, state.last_sequence);
+                    assert_eq!(
+                        s.head.indicator.as_ref().map(|i| &i.value),
+                        state.indicator.as_ref().map(|i| &i.value)
+                    );
+                    state
+                })
+                .collect()
+        };
         let read = |as_of| {
-            log.states_as_of(
-                as_of,
-                Bound::Included(vec![1]),
-                &[INDICATOR_KEYS_END],
-                100,
-                |_| true,
+            decoded(
+                log.states_as_of(
+                    as_of,
+                    Bound::Included(vec![1]),
+                    &[INDICATOR_KEYS_END],
+                    100,
+                    |_| true,
+                )
+                .expect("read")
+                .0,
             )
-            .expect("read")
-            .0
         };
         let stored = |states: &[&IndicatorState]| -> Vec<proto::IndicatorState> {
             states.iter().map(|s| wire::state_to_proto(s)).collect()
@@ -1127,7 +1162,7 @@ mod tests {
                 |_| true,
             )
             .expect("page");
-        assert_eq!(page, stored(&[&a1]));
+        assert_eq!(decoded(page), stored(&[&a1]));
         let (page, _) = log
             .states_as_of(
                 2,
@@ -1137,7 +1172,7 @@ mod tests {
                 |_| true,
             )
             .expect("page");
-        assert_eq!(page, stored(&[&b2]));
+        assert_eq!(decoded(page), stored(&[&b2]));
 
         assert_eq!(
             log.drop_undo(2).expect("drop"),

@@ -137,10 +137,41 @@ pub fn encode_state(state: &IndicatorState) -> Vec<u8> {
     state_to_proto(state).encode_to_vec()
 }
 
-/// Decodes one of the hub's own stored indicator states into the wire type,
-/// as a snapshot sends it (no domain conversion).
-pub fn decode_stored_state(bytes: &[u8]) -> Result<proto::IndicatorState> {
-    proto::IndicatorState::decode(bytes).map_err(|e| Error::Corrupt {
+/// What a snapshot needs of a stored state without decoding the rest of it:
+/// its key (for the digest), what a filter and the viewer's marking test, and
+/// the sequence it is as of. Read from the stored bytes, which are the wire
+/// encoding of `IndicatorState` (the tags below are its fields'), skipping
+/// every other field; the bytes themselves go to the client as they are.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StateHead {
+    #[prost(message, optional, tag = "1")]
+    pub indicator: Option<IndicatorHead>,
+    #[prost(int32, tag = "2")]
+    pub status: i32,
+    #[prost(string, tag = "3")]
+    pub source_org: String,
+    #[prost(uint64, tag = "9")]
+    pub last_sequence: u64,
+}
+
+/// The fields of `Indicator` a [`StateHead`] holds.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct IndicatorHead {
+    #[prost(int32, tag = "1")]
+    pub kind: i32,
+    #[prost(string, tag = "2")]
+    pub value: String,
+    #[prost(int32, tag = "3")]
+    pub category: i32,
+    #[prost(int32, tag = "4")]
+    pub risk: i32,
+    #[prost(int32, tag = "7")]
+    pub tlp: i32,
+}
+
+/// Reads the [`StateHead`] of one of the hub's own stored indicator states.
+pub fn decode_state_head(bytes: &[u8]) -> Result<StateHead> {
+    StateHead::decode(bytes).map_err(|e| Error::Corrupt {
         sequence: 0,
         problem: format!("indicator state: {e}"),
     })
@@ -185,4 +216,61 @@ pub fn decode_state(bytes: &[u8]) -> Result<IndicatorState> {
         last_sequence: state.last_sequence,
         revoke_reason: state.revoke_reason,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The head's tags are `IndicatorState`'s: a full stored state reads back
+    /// with the same key, filter fields, marking, source and sequence.
+    #[test]
+    fn a_state_head_reads_the_fields_of_a_stored_state() {
+        let state = IndicatorState {
+            indicator: Indicator {
+                key: IndicatorKey {
+                    kind: Kind::UpiId,
+                    value: "mule@okbank".into(),
+                },
+                category: Category::MuleAccount,
+                risk: Risk::High,
+                description: "seen in 12 complaints".into(),
+                valid_until: Some(5_000),
+                tlp: Tlp::Amber,
+            },
+            status: Status::Revoked,
+            source_org: "police-a".into(),
+            reporters: ["bank-b".to_string(), "police-a".to_string()].into(),
+            first_seen: 1_000,
+            last_seen: 2_000,
+            actions: vec![ActionRecord {
+                org_id: "bank-b".into(),
+                action: Action {
+                    action_type: ActionType::AccountFrozen,
+                    note: "frozen".into(),
+                },
+                time: 1_500,
+                sequence: 7,
+            }],
+            history_length: 3,
+            last_sequence: 9,
+            revoke_reason: "false positive".into(),
+        };
+        let head = decode_state_head(&encode_state(&state)).expect("decodes");
+        assert_eq!(
+            head,
+            StateHead {
+                indicator: Some(IndicatorHead {
+                    kind: Kind::UpiId as i32,
+                    value: "mule@okbank".into(),
+                    category: Category::MuleAccount as i32,
+                    risk: Risk::High as i32,
+                    tlp: Tlp::Amber as i32,
+                }),
+                status: Status::Revoked as i32,
+                source_org: "police-a".into(),
+                last_sequence: 9,
+            }
+        );
+    }
 }
