@@ -3,7 +3,8 @@
 //! Owns: recording entries off the request's critical path and reading them
 //! back. A request hands its entry to a bounded queue (`try_send`, never
 //! waiting) and logs it with `tracing`; one task stores queued entries in
-//! batches in the log's `audit` tree. Policy when the queue is full (storage
+//! batches in the log's `audit` tree (an entry waits up to 20 ms for others to
+//! share its write, unless an audit read waits for it). Policy when the queue is full (storage
 //! slower than lookups for a while): the entry is not stored, the
 //! `dip_audit_entries_dropped` metric counts it and a warning is logged; the
 //! tracing line of the request is still written. A lookup is never blocked or
@@ -24,6 +25,8 @@ use crate::metrics::Metrics;
 pub const QUEUE_ENTRIES: usize = 8192;
 /// Most entries stored in one write.
 const BATCH_ENTRIES: usize = 512;
+/// How long entries wait for others to be stored with them (see [`gather`]).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// One audited action.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +132,21 @@ pub fn read(log: &Log, since: Millis, limit: usize) -> Result<Vec<AuditEntry>> {
         .collect()
 }
 
+/// Waits up to [`GATHER`] for more entries to store with those in `batch`
+/// (at most [`BATCH_ENTRIES`]), unless someone waits for them to be stored.
+/// One write for many lookups: each write is a storage handoff and takes
+/// sled's process-wide batch lock, which every Lookup's read waits behind.
+async fn gather(messages: &mut mpsc::Receiver<Message>, batch: &mut Vec<Message>) {
+    let deadline = tokio::time::Instant::now() + GATHER;
+    while batch.len() < BATCH_ENTRIES && !batch.iter().any(|m| matches!(m, Message::Sync(_))) {
+        let room = BATCH_ENTRIES - batch.len();
+        match tokio::time::timeout_at(deadline, messages.recv_many(batch, room)).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
 async fn store(log: Log, mut messages: mpsc::Receiver<Message>, metrics: Metrics) {
     let start = log.clone();
     let mut counter = match tokio::task::spawn_blocking(move || start.last_audit_counter()).await {
@@ -141,6 +159,7 @@ async fn store(log: Log, mut messages: mpsc::Receiver<Message>, metrics: Metrics
     };
     let mut batch = Vec::with_capacity(BATCH_ENTRIES);
     while messages.recv_many(&mut batch, BATCH_ENTRIES).await > 0 {
+        gather(&mut messages, &mut batch).await;
         let mut keyed: Vec<((u64, u64), Vec<u8>)> = Vec::with_capacity(batch.len());
         let mut synced = Vec::new();
         for message in batch.drain(..) {
