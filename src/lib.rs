@@ -79,7 +79,7 @@ pub use edge::{
     tls,
 };
 pub use interop::{misp, taxii};
-pub use ops::{admin, audit, config, metrics, pki};
+pub use ops::{admin, audit, config, metrics, org_changes, pki};
 pub use read::{budget, checkpoint, cursor, feed, frame, outbox, snapshot, subscription, view};
 pub use writer::{alarm, backend, expiry, fingerprint, group, log, sequencer, wire};
 

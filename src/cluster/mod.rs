@@ -18,6 +18,7 @@ pub mod cursors;
 pub mod jetstream;
 pub mod lease;
 pub mod local;
+pub mod registry;
 pub mod replica;
 
 use std::time::Duration;
@@ -186,6 +187,8 @@ pub struct Node {
     pub lease: std::sync::Arc<lease::Lease>,
     /// The durable consumer cursors every node shares.
     pub cursors: std::sync::Arc<cursors::KvCursors>,
+    /// The registry changes every node applies.
+    pub registry: std::sync::Arc<registry::KvRegistry>,
 }
 
 impl Node {
@@ -194,6 +197,7 @@ impl Node {
         let cluster = Cluster::join(servers).await?;
         Ok(Node {
             cursors: std::sync::Arc::new(cursors::KvCursors::open(&cluster).await?),
+            registry: std::sync::Arc::new(registry::KvRegistry::open(&cluster).await?),
             cluster,
             lease: lease::Lease::new(address),
         })
