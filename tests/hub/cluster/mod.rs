@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 mod cli;
+mod expiry;
 mod faults;
 mod fence;
 mod quorum;
