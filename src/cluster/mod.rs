@@ -6,7 +6,8 @@
 //! writer appends through (one atomic batch per group, fenced by the expected
 //! last sequence), the [`lease`] that says which node leads, and the
 //! [`replica`] consumer that feeds every node's writer the events other nodes
-//! wrote. Must never decide what an event is (the writer plans groups as on
+//! wrote; beside them the KV buckets every node shares: the durable consumer
+//! [`cursors`] and the organisation changes ([`registry`]). Must never decide what an event is (the writer plans groups as on
 //! one node), and never touch sled (the writer's local log does).
 //!
 //! The stream sequence is the hub sequence: the stream forbids deletes and

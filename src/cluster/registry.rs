@@ -1,7 +1,7 @@
 //! Registry changes shared by every node: a JetStream KV bucket.
 //!
 //! Owns: the cluster's [`SharedRegistry`]. The latest change of an
-//! organisation is the key `<org id>` in the bucket `DIP_REGISTRY` (replicated
+//! organisation is the key `<org id>` in the bucket `DIP_ORGS` (replicated
 //! like the stream), its value the encoded change; the bucket's sequence is
 //! the change's revision. A change is stored with a revision-checked update
 //! (create when absent) and answered once JetStream confirmed it. Every node
@@ -25,7 +25,7 @@ use crate::org_changes::{OrgApplier, SharedRegistry};
 use super::{Cluster, REQUEST_TIMEOUT};
 
 /// The bucket holding the registry changes.
-pub const REGISTRY_BUCKET: &str = "DIP_REGISTRY";
+pub const REGISTRY_BUCKET: &str = "DIP_ORGS";
 /// Pause before following the bucket again after an error.
 const BACKOFF: Duration = Duration::from_millis(500);
 

@@ -2,7 +2,9 @@
 //!
 //! Owns: onboarding and suspending organisations (changes take effect at once,
 //! are stored in the log's `orgs` tree and override the registry file at the
-//! next start), reloading TLS credentials and revocation lists, and reading the
+//! next start; in a cluster they are stored in the shared registry first, made
+//! against its latest change, and every node applies them through
+//! `org_changes`), reloading TLS credentials and revocation lists, and reading the
 //! audit trail. Every call is authorized by `policy::authorize_admin` (the
 //! regulator only) and attributed: the caller's organisation and certificate
 //! serial go to the tracing log, into the stored change and into the audit trail.
@@ -330,7 +332,7 @@ impl AdminRpcs for AdminService {
                 &id,
                 |current| {
                     Ok(Org {
-                        limits: limits.clone(),
+                        limits,
                         ..registered(&id, current)?
                     })
                 },

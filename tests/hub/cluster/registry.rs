@@ -124,6 +124,7 @@ async fn an_admin_change_on_one_hub_applies_on_every_hub_and_after_a_restart() {
     // Suspended through the follower: its streams end and its calls are
     // refused on both hubs.
     set_status(&hubs[follower], "alpha-bank", OrgStatus::Suspended).await;
+    let answered = Instant::now();
     for (i, (client, stream)) in alpha.iter_mut().enumerate() {
         ends(stream, &format!("alpha-bank's stream on hub {i}")).await;
         let client = &*client;
@@ -131,6 +132,11 @@ async fn an_admin_change_on_one_hub_applies_on_every_hub_and_after_a_restart() {
             lookup_code(client).await == Code::PermissionDenied
         })
         .await;
+        let role = if i == leader { "leader" } else { "follower" };
+        eprintln!(
+            "the suspension in force on the {role} within {:?} of the answer",
+            answered.elapsed()
+        );
     }
     let refused = alpha[leader]
         .0
