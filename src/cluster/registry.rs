@@ -149,10 +149,19 @@ impl KvRegistry {
                 continue;
             }
             if entry.operation == kv::Operation::Put {
-                let org = applier
+                match applier
                     .apply(&entry.key, entry.value.to_vec(), entry.revision)
-                    .await?;
-                tracing::info!(org = %org.id, status = ?org.status, revision = entry.revision, "applied a registry change from the cluster");
+                    .await
+                {
+                    Ok(org) => {
+                        tracing::info!(org = %org.id, status = ?org.status, revision = entry.revision, "applied a registry change from the cluster");
+                    }
+                    // Not a change any hub wrote: reported once, not retried.
+                    Err(error @ Error::Corrupt { .. }) => {
+                        tracing::error!(%error, key = %entry.key, revision = entry.revision, "skipped an unreadable registry change");
+                    }
+                    Err(error) => return Err(error),
+                }
             }
             *after = entry.revision;
         }

@@ -189,7 +189,14 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
                 .map(|(changes, last)| {
                     let applier = OrgApplier::new(log.clone(), start_registry.clone());
                     for (org_id, bytes, revision) in &changes {
-                        applier.apply_blocking(org_id, bytes, *revision)?;
+                        match applier.apply_blocking(org_id, bytes, *revision) {
+                            Ok(_) => {}
+                            // Not a change any hub wrote: reported, not applied.
+                            Err(error @ Error::Corrupt { .. }) => {
+                                tracing::error!(%error, org = %org_id, revision, "skipped an unreadable registry change");
+                            }
+                            Err(error) => return Err(error),
+                        }
                     }
                     if !changes.is_empty() {
                         tracing::info!(
