@@ -124,3 +124,64 @@ impl OrgApplier {
             })?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Role;
+
+    fn change(status: OrgStatus, name: &str) -> Vec<u8> {
+        encode(&OrgChange {
+            org: Org {
+                id: "gamma-bank".into(),
+                name: name.into(),
+                role: Role::Bank,
+                status,
+                limits: Default::default(),
+            },
+            action: "SET_STATUS".into(),
+            reason: String::new(),
+            by_org: "dot-regulator".into(),
+            by_cert_serial: "01".into(),
+            time: 0,
+        })
+        .expect("encode")
+    }
+
+    #[test]
+    fn a_change_older_than_the_one_applied_is_skipped_and_a_suspension_ends_streams() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Log::open(dir.path()).expect("open");
+        let registry = Registry::default();
+        let streams = Streams::new(tokio_util::sync::CancellationToken::new());
+        let stream = streams.token("gamma-bank", "01");
+        let applier = OrgApplier::new(log.clone(), registry.clone()).with_streams(streams);
+
+        let suspended = change(OrgStatus::Suspended, "second");
+        let org = applier
+            .apply_blocking("gamma-bank", &suspended, 7)
+            .expect("apply");
+        assert_eq!(org.status, OrgStatus::Suspended);
+        assert!(
+            stream.is_cancelled(),
+            "the suspended organisation's stream ended"
+        );
+        // The earlier change arriving late (the watch after the direct apply).
+        let org = applier
+            .apply_blocking("gamma-bank", &change(OrgStatus::Active, "first"), 5)
+            .expect("skip");
+        assert_eq!(
+            (org.status, org.name.as_str()),
+            (OrgStatus::Suspended, "second")
+        );
+        assert_eq!(
+            registry.get("gamma-bank").expect("registered").name,
+            "second"
+        );
+        let stored = log.stored_orgs().expect("stored");
+        assert_eq!(stored, vec![("gamma-bank".to_string(), suspended)]);
+        // A change filed under another organisation's key is refused.
+        let refused = applier.apply_blocking("other-bank", &change(OrgStatus::Active, "x"), 9);
+        assert!(matches!(refused, Err(Error::Corrupt { .. })), "{refused:?}");
+    }
+}
