@@ -40,7 +40,8 @@
 //!    else disk); a [`snapshot`] streams one pinned [`checkpoint`] of it, as of
 //!    one sequence.
 //! 5. [`ops`]: [`admin`] is the regulator's gRPC service (onboard and suspend
-//!    organisations, reload revocation lists, read the audit trail); [`audit`]
+//!    organisations, reload revocation lists, read the audit trail;
+//!    [`org_changes`] applies a change on a node); [`audit`]
 //!    records who looked what up; [`metrics`] serves Prometheus metrics on their
 //!    own listener; [`config`] merges the config file, environment and flags into
 //!    one validated `Config`; [`pki`] makes the development certificates.
@@ -53,7 +54,9 @@
 //!    several hubs in front of it; the leader's writer appends through the
 //!    JetStream log [`backend`] (atomic batches fenced by the expected last
 //!    sequence), a KV lease says which hub leads, and every hub's writer
-//!    applies what the stream holds to its local sled log.
+//!    applies what the stream holds to its local sled log; consumer cursors
+//!    and organisation changes ([`org_changes`]) live in KV buckets every hub
+//!    shares.
 //!
 //! Beside them: [`client`] connects as an organisation, [`proto`] is the
 //! generated contract, [`error`] the one error type. The `dip-hub` command (its
@@ -79,7 +82,7 @@ pub use edge::{
     tls,
 };
 pub use interop::{misp, taxii};
-pub use ops::{admin, audit, config, metrics, pki};
+pub use ops::{admin, audit, config, metrics, org_changes, pki};
 pub use read::{budget, checkpoint, cursor, feed, frame, outbox, snapshot, subscription, view};
 pub use writer::{alarm, backend, expiry, fingerprint, group, log, sequencer, wire};
 

@@ -10,7 +10,9 @@
 
 use async_nats::jetstream::kv;
 
-use crate::cursor::{Pending, SharedCursors};
+use futures_util::StreamExt;
+
+use crate::cursor::{MAX_CONSUMERS_PER_ORG, Pending, SharedCursors, too_many_consumers};
 use crate::error::{Error, Result};
 
 use super::Cluster;
@@ -64,9 +66,32 @@ impl KvCursors {
     }
 }
 
+impl KvCursors {
+    /// How many durable consumers `org_id` has in the bucket (one subject each).
+    async fn consumers(&self, org_id: &str) -> Result<usize> {
+        let filter = format!("{}{}.*", self.bucket.prefix, hex(org_id));
+        let mut subjects = self
+            .bucket
+            .stream
+            .info_with_subjects(filter)
+            .await
+            .map_err(|e| unavailable("counting the consumer cursors", &e))?;
+        let mut count = 0;
+        while let Some(subject) = subjects.next().await {
+            subject.map_err(|e| unavailable("counting the consumer cursors", &e))?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+/// Bytes as lower-case hex: keeps any name within KV's key alphabet.
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The bucket key of a cursor: hex keeps any name within KV's key alphabet.
 fn key(org_id: &str, consumer: &str) -> String {
-    let hex = |text: &str| text.bytes().map(|b| format!("{b:02x}")).collect::<String>();
     format!("{}.{}", hex(org_id), hex(consumer))
 }
 
@@ -89,7 +114,12 @@ impl SharedCursors for KvCursors {
                 let written = match self.read(&key).await? {
                     Some((stored, _)) if stored >= sequence => return Ok(stored),
                     Some((_, revision)) => self.bucket.update(&key, value, revision).await.is_ok(),
-                    None => self.bucket.create(&key, value).await.is_ok(),
+                    None => {
+                        if self.consumers(org_id).await? >= MAX_CONSUMERS_PER_ORG {
+                            return Err(too_many_consumers(org_id));
+                        }
+                        self.bucket.create(&key, value).await.is_ok()
+                    }
                 };
                 if written {
                     return Ok(sequence);

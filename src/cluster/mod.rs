@@ -6,7 +6,8 @@
 //! writer appends through (one atomic batch per group, fenced by the expected
 //! last sequence), the [`lease`] that says which node leads, and the
 //! [`replica`] consumer that feeds every node's writer the events other nodes
-//! wrote. Must never decide what an event is (the writer plans groups as on
+//! wrote; beside them the KV buckets every node shares: the durable consumer
+//! [`cursors`] and the organisation changes ([`registry`]). Must never decide what an event is (the writer plans groups as on
 //! one node), and never touch sled (the writer's local log does).
 //!
 //! The stream sequence is the hub sequence: the stream forbids deletes and
@@ -18,6 +19,7 @@ pub mod cursors;
 pub mod jetstream;
 pub mod lease;
 pub mod local;
+pub mod registry;
 pub mod replica;
 
 use std::time::Duration;
@@ -186,6 +188,8 @@ pub struct Node {
     pub lease: std::sync::Arc<lease::Lease>,
     /// The durable consumer cursors every node shares.
     pub cursors: std::sync::Arc<cursors::KvCursors>,
+    /// The registry changes every node applies.
+    pub registry: std::sync::Arc<registry::KvRegistry>,
 }
 
 impl Node {
@@ -194,6 +198,7 @@ impl Node {
         let cluster = Cluster::join(servers).await?;
         Ok(Node {
             cursors: std::sync::Arc::new(cursors::KvCursors::open(&cluster).await?),
+            registry: std::sync::Arc::new(registry::KvRegistry::open(&cluster).await?),
             cluster,
             lease: lease::Lease::new(address),
         })

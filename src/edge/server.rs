@@ -41,6 +41,7 @@ use crate::http2;
 use crate::limits::{self, Limiter};
 use crate::log::Log;
 use crate::metrics::{self, Metrics};
+use crate::org_changes::OrgApplier;
 use crate::proto::server::admin_service_server::AdminServiceServer;
 use crate::proto::server::indicator_hub_service_server::IndicatorHubServiceServer;
 use crate::registry::Registry;
@@ -157,6 +158,11 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
         };
         let backend = node.as_ref().map(|node| node.backend_factory());
         let shared_cursors = node.as_ref().map(|node| node.cursors.clone());
+        // The cluster's registry changes through its last revision, applied before serving.
+        let shared_changes = match &node {
+            Some(node) => Some(node.registry.current().await?),
+            None => None,
+        };
         tokio::task::spawn_blocking(move || {
             let log = Log::open(&data_dir)?;
             let changes = admin::apply_stored(&log, &start_registry)?;
@@ -179,13 +185,45 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
             if let Some(shared) = shared_cursors {
                 cursors = cursors.shared(shared);
             }
-            Ok::<_, Error>((log, sequencer, feed, writer, cursors, cursor_thread, node))
+            let org_sync = shared_changes
+                .map(|(changes, last)| {
+                    let applier = OrgApplier::new(log.clone(), start_registry.clone());
+                    for (org_id, bytes, revision) in &changes {
+                        match applier.apply_blocking(org_id, bytes, *revision) {
+                            Ok(_) => {}
+                            // Not a change any hub wrote: reported, not applied.
+                            Err(error @ Error::Corrupt { .. }) => {
+                                tracing::error!(%error, org = %org_id, revision, "skipped an unreadable registry change");
+                            }
+                            Err(error) => return Err(error),
+                        }
+                    }
+                    if !changes.is_empty() {
+                        tracing::info!(
+                            changes = changes.len(),
+                            revision = last,
+                            "applied the cluster's registry changes"
+                        );
+                    }
+                    Ok::<_, Error>((applier, last))
+                })
+                .transpose()?;
+            Ok::<_, Error>((
+                log,
+                sequencer,
+                feed,
+                writer,
+                cursors,
+                cursor_thread,
+                node,
+                org_sync,
+            ))
         })
         .await
         .map_err(|e| Error::Unavailable(format!("start-up was interrupted: {e}")))?
     });
     tracing::info!(addr = %grpc_addr, "hub starting: health answers NOT_SERVING until the database is open and replayed");
-    let (log, sequencer, feed, writer, cursors, cursor_thread, node) =
+    let (log, sequencer, feed, writer, cursors, cursor_thread, node, org_sync) =
         starting::serve_health_while(incoming.as_mut(), health_service.clone(), starting).await?;
     let applier = sequencer.applier();
 
@@ -242,10 +280,21 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
 
     set_health(&health, ServingStatus::Serving).await;
     // In a cluster the write health follows the lease from now on.
-    let cluster_tasks = node
+    let mut cluster_tasks = node
         .as_ref()
         .map(|node| node.run(applier, feed.clone(), health.clone(), stop_cluster.clone()))
         .unwrap_or_default();
+    // In a cluster, registry changes go to the shared bucket and come back from it.
+    let mut admin_service = AdminService::new(hub.clone());
+    if let (Some(node), Some((org_applier, last))) = (&node, org_sync) {
+        let org_applier = org_applier.with_streams(hub.streams.clone());
+        cluster_tasks.push(node.registry.clone().follow(
+            org_applier.clone(),
+            last,
+            stop_cluster.clone(),
+        ));
+        admin_service = admin_service.shared(node.registry.clone(), org_applier);
+    }
     if let Some(ready) = controls.ready {
         ready();
     }
@@ -260,7 +309,7 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
 
     let hub_service = IndicatorHubServiceServer::new(HubService::new(hub.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let admin_service = AdminServiceServer::new(AdminService::new(hub.clone()));
+    let admin_service = AdminServiceServer::new(admin_service);
     drop(hub);
     // Cut after the grace timeout (`sever`): tonic's connection tasks outlive its
     // server future, and with them the services and every hub handle.

@@ -2,7 +2,9 @@
 //!
 //! Owns: onboarding and suspending organisations (changes take effect at once,
 //! are stored in the log's `orgs` tree and override the registry file at the
-//! next start), reloading TLS credentials and revocation lists, and reading the
+//! next start; in a cluster they are stored in the shared registry first, made
+//! against its latest change, and every node applies them through
+//! `org_changes`), reloading TLS credentials and revocation lists, and reading the
 //! audit trail. Every call is authorized by `policy::authorize_admin` (the
 //! regulator only) and attributed: the caller's organisation and certificate
 //! serial go to the tracing log, into the stored change and into the audit trail.
@@ -22,6 +24,7 @@ use crate::identity;
 use crate::indicator::{Millis, Source, now_millis};
 use crate::limits::{LimitOverrides, Limiter, Limits};
 use crate::log::Log;
+use crate::org_changes::{self, OrgApplier, SharedRegistry};
 use crate::policy;
 use crate::proto::server::admin_service_server::AdminService as AdminRpcs;
 use crate::proto::{self, ValueName};
@@ -37,6 +40,8 @@ const DEFAULT_AUDIT_LIMIT: u32 = 1000;
 const MAX_AUDIT_LIMIT: u32 = 10_000;
 /// Largest value of any per-organisation limit.
 const MAX_LIMIT: u32 = 10_000_000;
+/// Attempts of one cluster change that lose a race with another node's.
+const SHARED_ATTEMPTS: usize = 8;
 
 /// A run-time change of one organisation, as stored (the latest per org).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,11 +61,7 @@ pub struct OrgChange {
 pub fn apply_stored(log: &Log, registry: &Registry) -> Result<usize> {
     let stored = log.stored_orgs()?;
     for (id, bytes) in &stored {
-        let change: OrgChange = serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
-            sequence: 0,
-            problem: format!("stored change of organisation {id}: {e}"),
-        })?;
-        registry.upsert(change.org)?;
+        registry.upsert(org_changes::decode(id, bytes)?.org)?;
     }
     Ok(stored.len())
 }
@@ -89,6 +90,8 @@ pub struct AdminService {
     hub: Hub,
     /// One registry change at a time, so the stored change and the registry agree.
     changes: Arc<Mutex<()>>,
+    /// Cluster mode: the registry changes every node applies, and this node's applier.
+    shared: Option<(Arc<dyn SharedRegistry>, OrgApplier)>,
 }
 
 impl AdminService {
@@ -96,6 +99,15 @@ impl AdminService {
         AdminService {
             hub,
             changes: Arc::default(),
+            shared: None,
+        }
+    }
+
+    /// This service in a cluster: changes go to `shared` and are applied by `applier`.
+    pub fn shared(self, shared: Arc<dyn SharedRegistry>, applier: OrgApplier) -> Self {
+        AdminService {
+            shared: Some((shared, applier)),
+            ..self
         }
     }
 
@@ -106,48 +118,57 @@ impl AdminService {
         Ok(source)
     }
 
-    /// Stores the change of `org` by `by` durably, then applies it to the
-    /// registry, counts it and records it in the audit trail (`ADMIN_<action>`,
-    /// with `outcome` of the stored organisation).
+    /// Makes the change of organisation `id` by `by` (`make` turns the
+    /// organisation as it is, if registered, into what it becomes), stores it
+    /// durably, then applies it to the registry, counts it and records it in
+    /// the audit trail (`ADMIN_<action>`, with `outcome` of the stored
+    /// organisation). In a cluster it is stored in the shared registry first
+    /// and applied here once a quorum stored it; every other node applies it
+    /// from there.
     async fn change(
         &self,
         by: &Source,
-        org: Org,
+        id: &str,
+        make: impl Fn(Option<Org>) -> Result<Org>,
         action: &str,
         reason: String,
         outcome: impl FnOnce(&Org) -> String,
     ) -> Result<Org> {
-        if org.id == by.org_id {
+        if id == by.org_id {
             return Err(Error::FailedPrecondition(format!(
-                "{} may not change its own organisation (ask another regulator)",
-                org.id
+                "{id} may not change its own organisation (ask another regulator)"
             )));
         }
-        let change = OrgChange {
+        let change = |org| OrgChange {
             org,
             action: action.into(),
-            reason,
+            reason: reason.clone(),
             by_org: by.org_id.clone(),
             by_cert_serial: by.cert_serial.clone(),
             time: now_millis(),
         };
-        let (log, registry, lock) = (
-            self.hub.log.clone(),
-            self.hub.registry.clone(),
-            Arc::clone(&self.changes),
-        );
-        let org = tokio::task::spawn_blocking(move || {
-            let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
-            let bytes = serde_json::to_vec(&change).map_err(|e| Error::Corrupt {
-                sequence: 0,
-                problem: format!("encoding an organisation change: {e}"),
-            })?;
-            log.store_org(&change.org.id, &bytes)?;
-            registry.upsert(change.org.clone())?;
-            Ok::<_, Error>(change.org)
-        })
-        .await
-        .map_err(|e| Error::Unavailable(format!("the change was interrupted: {e}")))??;
+        let org = match &self.shared {
+            Some((shared, applier)) => {
+                self.change_shared(shared.as_ref(), applier, id, &make, change)
+                    .await?
+            }
+            None => {
+                let change = change(make(self.hub.registry.get(id))?);
+                let (log, registry, lock) = (
+                    self.hub.log.clone(),
+                    self.hub.registry.clone(),
+                    Arc::clone(&self.changes),
+                );
+                tokio::task::spawn_blocking(move || {
+                    let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    log.store_org(&change.org.id, &org_changes::encode(&change)?)?;
+                    registry.upsert(change.org.clone())?;
+                    Ok::<_, Error>(change.org)
+                })
+                .await
+                .map_err(|e| Error::Unavailable(format!("the change was interrupted: {e}")))??
+            }
+        };
         self.hub.metrics.admin_action();
         let outcome = outcome(&org);
         tracing::info!(
@@ -162,13 +183,35 @@ impl AdminService {
         Ok(org)
     }
 
-    /// The registered organisation `id`, or NOT_FOUND.
-    fn registered(&self, id: &str) -> Result<Org> {
-        self.hub.registry.get(id).ok_or_else(|| {
-            Error::NotFound(format!(
-                "organisation {id} is not registered; onboard it first"
-            ))
-        })
+    /// Cluster mode: makes the change against the latest shared one (or the
+    /// registry file's entry), stores it if no other change came first
+    /// (else makes it again), and applies it on this node.
+    async fn change_shared(
+        &self,
+        shared: &dyn SharedRegistry,
+        applier: &OrgApplier,
+        id: &str,
+        make: &impl Fn(Option<Org>) -> Result<Org>,
+        change: impl Fn(Org) -> OrgChange,
+    ) -> Result<Org> {
+        for _ in 0..SHARED_ATTEMPTS {
+            let latest = shared.latest(id).await?;
+            let current = match &latest {
+                Some((bytes, _)) => Some(org_changes::decode(id, bytes)?.org),
+                None => self.hub.registry.get(id),
+            };
+            let bytes = org_changes::encode(&change(make(current)?))?;
+            if let Some(revision) = shared
+                .store(id, bytes.clone(), latest.map(|(_, revision)| revision))
+                .await?
+            {
+                return applier.apply(id, bytes, revision).await;
+            }
+            // Another node changed the organisation meanwhile: make it again.
+        }
+        Err(Error::Unavailable(format!(
+            "organisation {id} was changed on other hub nodes at the same time, {SHARED_ATTEMPTS} times; nothing was changed by this call: retry"
+        )))
     }
 
     fn audit(&self, by: &Source, action: &str, subject: String, outcome: impl Into<String>) {
@@ -201,18 +244,18 @@ impl AdminRpcs for AdminService {
             .into());
         }
         let role = role_from_proto(role)?;
-        let current = self.hub.registry.get(&id);
-        let status = current.as_ref().map_or(OrgStatus::Active, |o| o.status);
-        let limits = current.map(|o| o.limits).unwrap_or_default();
-        let org = Org {
-            id: id.clone(),
-            name,
-            role,
-            status,
-            limits,
+        // A known organisation keeps its status and limits.
+        let onboarded = |current: Option<Org>| {
+            Ok(Org {
+                id: id.clone(),
+                name: name.clone(),
+                role,
+                status: current.as_ref().map_or(OrgStatus::Active, |o| o.status),
+                limits: current.map(|o| o.limits).unwrap_or_default(),
+            })
         };
         let org = self
-            .change(&by, org, "ONBOARD", String::new(), |org| {
+            .change(&by, &id, onboarded, "ONBOARD", String::new(), |org| {
                 org.role.as_str().into()
             })
             .await?;
@@ -251,11 +294,16 @@ impl AdminRpcs for AdminService {
             )
             .into());
         }
-        let current = self.registered(&id)?;
         let org = self
             .change(
                 &by,
-                Org { status, ..current },
+                &id,
+                |current| {
+                    Ok(Org {
+                        status,
+                        ..registered(&id, current)?
+                    })
+                },
                 "SET_STATUS",
                 reason.clone(),
                 |org| status_to_proto(org.status).short_name().into(),
@@ -278,11 +326,16 @@ impl AdminRpcs for AdminService {
         let proto::SetOrgLimitsRequest { id, limits } = request.into_inner();
         let id = org_id(&id)?;
         let limits = overrides_from_proto(limits)?;
-        let current = self.registered(&id)?;
         let org = self
             .change(
                 &by,
-                Org { limits, ..current },
+                &id,
+                |current| {
+                    Ok(Org {
+                        limits,
+                        ..registered(&id, current)?
+                    })
+                },
                 "SET_LIMITS",
                 String::new(),
                 |org| format!("{:?}", org.limits),
@@ -381,6 +434,15 @@ impl AdminRpcs for AdminService {
                 .collect(),
         }))
     }
+}
+
+/// The registered organisation `id` (`current`), or NOT_FOUND.
+fn registered(id: &str, current: Option<Org>) -> Result<Org> {
+    current.ok_or_else(|| {
+        Error::NotFound(format!(
+            "organisation {id} is not registered; onboard it first"
+        ))
+    })
 }
 
 fn org_id(id: &str) -> Result<String> {

@@ -6,4 +6,5 @@ pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod metrics;
+pub mod org_changes;
 pub mod pki;

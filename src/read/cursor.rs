@@ -49,6 +49,14 @@ pub trait SharedCursors: Send + Sync + 'static {
     fn ack<'a>(&'a self, org_id: &'a str, consumer: &'a str, sequence: u64) -> Pending<'a, u64>;
 }
 
+/// The refusal of a new durable consumer of `org`, which has [`MAX_CONSUMERS_PER_ORG`].
+pub fn too_many_consumers(org: &str) -> Error {
+    Error::ResourceExhausted(format!(
+        "consumer: {org} already has {MAX_CONSUMERS_PER_ORG} durable consumers; \
+         reuse one of their names (a consumer name is meant to name a long-lived consumer)"
+    ))
+}
+
 struct AckJob {
     key: CursorKey,
     sequence: u64,
@@ -263,10 +271,7 @@ impl Committer {
         };
         let added = new_per_org.entry(org.clone()).or_default();
         if existing + *added >= MAX_CONSUMERS_PER_ORG {
-            return Err(Error::ResourceExhausted(format!(
-                "consumer: {org} already has {MAX_CONSUMERS_PER_ORG} durable consumers; \
-                 reuse one of their names (a consumer name is meant to name a long-lived consumer)"
-            )));
+            return Err(too_many_consumers(org));
         }
         *added += 1;
         Ok(())

@@ -148,6 +148,17 @@ impl ChildHub {
         }
     }
 
+    /// The log lines at `level` (`"ERROR"`, `"WARN"` ...) the hub wrote so far.
+    pub fn lines_at(&mut self, level: &str) -> Vec<serde_json::Value> {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        (self.seen.iter())
+            .filter(|line| line["level"] == level)
+            .cloned()
+            .collect()
+    }
+
     /// kill -9, and wait until the process is gone (its database lock with it).
     pub fn kill(&mut self) {
         self.child().kill().expect("SIGKILL the hub");

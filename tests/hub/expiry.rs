@@ -12,14 +12,16 @@ use crate::harness::*;
 /// Upper bound for an expiry to arrive (the hub expires within milliseconds).
 const EXPIRY_WITHIN: Duration = Duration::from_secs(20);
 
-fn expiring(n: u64, in_millis: i64) -> proto::Indicator {
+pub(crate) fn expiring(n: u64, in_millis: i64) -> proto::Indicator {
     proto::Indicator {
         valid_until: Some(dip_hub::wire::timestamp(now_millis() + in_millis)),
         ..phone_indicator(n)
     }
 }
 
-async fn expired_events(client: &mut Client) -> tonic::Streaming<proto::SubscribeResponse> {
+pub(crate) async fn expired_events(
+    client: &mut Client,
+) -> tonic::Streaming<proto::SubscribeResponse> {
     client
         .subscribe(proto::SubscribeRequest {
             filter: Some(proto::Filter {
@@ -35,7 +37,9 @@ async fn expired_events(client: &mut Client) -> tonic::Streaming<proto::Subscrib
 
 /// The next EXPIRED event on a stream filtered to EXPIRED (heartbeats skipped),
 /// within [`EXPIRY_WITHIN`] overall.
-async fn next_expired(stream: &mut tonic::Streaming<proto::SubscribeResponse>) -> proto::Event {
+pub(crate) async fn next_expired(
+    stream: &mut tonic::Streaming<proto::SubscribeResponse>,
+) -> proto::Event {
     let next = async {
         loop {
             let message = stream

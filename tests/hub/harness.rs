@@ -59,6 +59,27 @@ impl TestPki {
     pub fn certs(&self, org: &str) -> ClientCerts {
         ClientCerts::dev(&self.pki_dir(), org)
     }
+
+    /// A certificate of `org` (registered or not) signed by the CA, written under `dir`.
+    pub fn issue(&self, org: &str, dir: &Path) -> ClientCerts {
+        let paths = self.paths();
+        let ca = pki::CertAuthority::load(
+            &std::fs::read_to_string(paths.ca_cert()).expect("ca cert"),
+            &std::fs::read_to_string(paths.ca_key()).expect("ca key"),
+        )
+        .expect("ca");
+        let issued = ca.issue_client(org, pki::Validity::days(1)).expect("cert");
+        let dir = dir.join(format!("issued-{org}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let certs = ClientCerts {
+            ca: paths.ca_cert(),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        std::fs::write(&certs.cert, &issued.cert_pem).expect("write");
+        std::fs::write(&certs.key, &issued.key_pem).expect("write");
+        certs
+    }
 }
 
 /// Listeners a test hub serves beside gRPC.

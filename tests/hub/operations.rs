@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dip_hub::client::{self, ClientCerts};
-use dip_hub::pki::{CertAuthority, Validity};
+use dip_hub::pki::CertAuthority;
 use dip_hub::proto::{self, IndicatorKind, OrgRole, OrgStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -65,23 +65,7 @@ pub(crate) trait OpsHub {
 impl OpsHub for TestHub {
     /// A certificate of `org` signed by the hub CA, written to files.
     fn issue(&self, org: &str) -> ClientCerts {
-        let paths = self.pki.paths();
-        let ca = CertAuthority::load(
-            &std::fs::read_to_string(paths.ca_cert()).expect("ca cert"),
-            &std::fs::read_to_string(paths.ca_key()).expect("ca key"),
-        )
-        .expect("ca");
-        let issued = ca.issue_client(org, Validity::days(1)).expect("cert");
-        let dir = self.data.path().join(format!("issued-{org}"));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let certs = ClientCerts {
-            ca: paths.ca_cert(),
-            cert: dir.join("cert.pem"),
-            key: dir.join("key.pem"),
-        };
-        std::fs::write(&certs.cert, &issued.cert_pem).expect("write");
-        std::fs::write(&certs.key, &issued.key_pem).expect("write");
-        certs
+        self.pki.issue(org, self.data.path())
     }
 
     /// `GET path` on the metrics listener: (status line, body).

@@ -11,9 +11,11 @@
 #![allow(dead_code)]
 
 mod cli;
+mod expiry;
 mod faults;
 mod fence;
 mod quorum;
+mod registry;
 mod split_brain;
 
 use std::net::{SocketAddr, TcpListener};
@@ -305,8 +307,12 @@ impl ClusterHub {
         assert_eq!(done, 0, "signal {signal} to the hub");
     }
 
+    pub fn certs(&self, org: &str) -> client::ClientCerts {
+        self.pki.certs(org)
+    }
+
     pub async fn client(&self, org: &str) -> Client {
-        client::connect(&self.url(), &self.pki.certs(org))
+        client::connect(&self.url(), &self.certs(org))
             .await
             .unwrap_or_else(|e| panic!("{org} connects to {}: {e}", self.url()))
     }
