@@ -23,6 +23,8 @@ use super::{Cluster, STREAM};
 
 /// Most records handed to the writer at once (one local flush).
 const APPLY_BATCH: usize = 1000;
+/// How long [`read_range`] may take.
+const RANGE_WITHIN: Duration = Duration::from_secs(60);
 /// Pause before reading again after an error.
 const BACKOFF: Duration = Duration::from_millis(500);
 
@@ -87,6 +89,44 @@ async fn follow(cluster: &Cluster, applier: &Applier, head: &mut u64) -> Result<
         }
         *head = applier.apply(batch).await?;
     }
+}
+
+/// The records `from..=to` of the stream (to repair a local copy that lost
+/// them); an error if the stream does not hold them all within [`RANGE_WITHIN`].
+pub async fn read_range(cluster: &Cluster, from: u64, to: u64) -> Result<Vec<Record>> {
+    let read = async {
+        let stream = cluster
+            .jetstream
+            .get_stream(STREAM)
+            .await
+            .map_err(|e| Error::Unavailable(format!("finding the stream: {e}")))?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Unavailable(format!("creating an ordered consumer: {e}")))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| Error::Unavailable(format!("reading the stream: {e}")))?;
+        let mut records = Vec::new();
+        while records.len() < (to + 1 - from) as usize {
+            let Some(message) = messages.next().await else {
+                return Err(Error::Unavailable("the stream's consumer ended".into()));
+            };
+            records.push(record(message)?);
+        }
+        Ok(records)
+    };
+    tokio::time::timeout(RANGE_WITHIN, read).await.map_err(|_| {
+        Error::Unavailable(format!(
+            "the stream did not deliver {from}..={to} within {RANGE_WITHIN:?} (is it the cluster this node's data directory belongs to?)"
+        ))
+    })?
 }
 
 /// The record a stream message holds, at the message's stream sequence.

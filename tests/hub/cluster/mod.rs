@@ -13,6 +13,7 @@
 mod cli;
 mod faults;
 mod fence;
+mod local_copy;
 mod quorum;
 mod split_brain;
 
