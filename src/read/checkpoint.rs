@@ -7,8 +7,9 @@
 //! [`CHECKPOINT_EVENTS`] events were applied since the last one) or every
 //! [`CHECKPOINT_INTERVAL`] while anything changed: it freezes the delta (one
 //! `watch` update: the view's readers then find those states in `frozen`),
-//! writes them with the checkpoint's sequence and digest in one sled batch
-//! (`Log::checkpoint`), then drops `frozen`. The log stays the truth: a
+//! writes them with the checkpoint's digest and sequence (`Log::checkpoint`,
+//! in small batches so that sled's process-wide batch lock never stalls the
+//! writer and the readers for long), then drops `frozen`. The log stays the truth: a
 //! checkpoint lost in a crash is redone by replaying the tail at start. The
 //! log is synced before each checkpoint is written, so a checkpoint is never
 //! on disk ahead of the events it derives from (a cluster node's writer does
