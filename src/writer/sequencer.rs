@@ -505,3 +505,21 @@ impl Writer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_ahead_of_the_log_is_refused_not_replayed_over() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = Log::open(dir.path()).expect("log");
+        log.checkpoint(&[], 3, Default::default(), false)
+            .expect("checkpoint");
+        let refused = Sequencer::start(log, 16).map(|_| ()).expect_err("refused");
+        assert!(
+            refused.to_string().contains("ahead of the log's head 0"),
+            "{refused}"
+        );
+    }
+}

@@ -131,3 +131,71 @@ async fn a_hub_killed_under_load_catches_up_from_the_stream_and_agrees_with_the_
     assert_eq!(events.len() as u64, head);
     assert_eq!(snapshot(&hubs[follower], ORG).await, snapshots[0]);
 }
+
+/// A local copy whose state checkpoint is ahead of its events (a disk that
+/// lost synced writes) is repaired from the stream when the backend opens:
+/// the missing events are fetched into the local log before any replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_ahead_of_the_local_log_is_repaired_from_the_stream() {
+    use dip_hub::backend::LogBackend;
+    use dip_hub::cluster::Node;
+    use dip_hub::indicator::{Category, EventType, Kind, Risk, Tlp};
+    use dip_hub::log::{Log, Record, RecordMeta};
+
+    let record = |sequence: u64| Record {
+        sequence,
+        meta: RecordMeta {
+            kind: Kind::PhoneNumber,
+            category: Category::FraudCall,
+            risk: Risk::High,
+            tlp: Tlp::Green,
+            event_type: EventType::Published,
+            source_org: format!("org-{sequence}"),
+        },
+        idempotency: None,
+        entry: bytes::Bytes::from(format!("event {sequence}")),
+    };
+    let nats = NatsCluster::start().await;
+    let servers: Vec<String> = nats.urls().split(',').map(str::to_owned).collect();
+    let node = Node::join(&servers, "127.0.0.1:9100".into())
+        .await
+        .expect("joins the cluster");
+    let (writer_dir, damaged_dir) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let records: Vec<Record> = (1..=5).map(record).collect();
+    let (written, factory) = (records.clone(), node.backend_factory());
+    let writer_path = writer_dir.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut backend = factory(Log::open(&writer_path).expect("log")).expect("backend");
+        backend
+            .append_group(0, &written)
+            .expect("the stream takes 1..5");
+    })
+    .await
+    .expect("appends");
+
+    // A local copy that kept events 1..2 and a checkpoint at 5.
+    let damaged = Log::open(damaged_dir.path()).expect("log");
+    damaged.append(&records[..2]).expect("append");
+    damaged
+        .checkpoint(&[], 5, Default::default(), false)
+        .expect("checkpoint");
+    damaged.flush().expect("flush");
+    let factory = node.backend_factory();
+    let repaired = tokio::task::spawn_blocking(move || {
+        let backend = factory(damaged.clone()).expect("the backend opens, repairing");
+        (
+            backend.head().expect("head"),
+            damaged.read(1, 5, 10, usize::MAX).expect("read"),
+        )
+    })
+    .await
+    .expect("opens");
+    assert_eq!(repaired.0, 5, "the local head is the checkpoint's again");
+    assert_eq!(
+        repaired.1, records,
+        "the events are the stream's, at their sequences"
+    );
+}
