@@ -2,13 +2,18 @@
 //! local sled per group (durability is the NATS quorum's), so a kill -9 under
 //! load may lose its local tail. Restarted, it resumes from its local head,
 //! reads the rest from the stream, and ends with the same log and the same
-//! Snapshot digest as the others. Bounded: a few seconds of load, every wait
-//! capped.
+//! Snapshot digest as the others. Then, on the same NATS cluster, a local
+//! copy whose checkpoint is ahead of its events is repaired from the stream.
+//! Bounded: a few seconds of load, every wait capped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use dip_hub::backend::LogBackend;
+use dip_hub::cluster::Node;
+use dip_hub::frame;
+use dip_hub::log::Log;
 use dip_hub::proto;
 use tokio::time::Instant;
 
@@ -130,61 +135,48 @@ async fn a_hub_killed_under_load_catches_up_from_the_stream_and_agrees_with_the_
     let events = events_through(&hubs[follower], ORG, head).await;
     assert_eq!(events.len() as u64, head);
     assert_eq!(snapshot(&hubs[follower], ORG).await, snapshots[0]);
+
+    // (On the same NATS cluster, to start no other.)
+    a_checkpoint_ahead_of_the_local_log_is_repaired_from_the_stream(&nats, &events[..5]).await;
 }
 
 /// A local copy whose state checkpoint is ahead of its events (a disk that
-/// lost synced writes) is repaired from the stream when the backend opens:
-/// the missing events are fetched into the local log before any replay.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_checkpoint_ahead_of_the_local_log_is_repaired_from_the_stream() {
-    use dip_hub::backend::LogBackend;
-    use dip_hub::cluster::Node;
-    use dip_hub::indicator::{Category, EventType, Kind, Risk, Tlp};
-    use dip_hub::log::{Log, Record, RecordMeta};
-
-    let record = |sequence: u64| Record {
-        sequence,
-        meta: RecordMeta {
-            kind: Kind::PhoneNumber,
-            category: Category::FraudCall,
-            risk: Risk::High,
-            tlp: Tlp::Green,
-            event_type: EventType::Published,
-            source_org: format!("org-{sequence}"),
-        },
-        idempotency: None,
-        entry: bytes::Bytes::from(format!("event {sequence}")),
-    };
-    let nats = NatsCluster::start().await;
+/// lost synced writes: 2 events kept, checkpoint at 5) is repaired from the
+/// stream when the node opens it: the missing events are fetched into the
+/// local log before any replay, the same the hubs serve (`served`, 1..5).
+async fn a_checkpoint_ahead_of_the_local_log_is_repaired_from_the_stream(
+    nats: &NatsCluster,
+    served: &[proto::Event],
+) {
     let servers: Vec<String> = nats.urls().split(',').map(str::to_owned).collect();
     let node = Node::join(&servers, "127.0.0.1:9100".into())
         .await
         .expect("joins the cluster");
-    let (writer_dir, damaged_dir) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let records: Vec<Record> = (1..=5).map(record).collect();
-    let (written, factory) = (records.clone(), node.backend_factory());
-    let writer_path = writer_dir.path().to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut backend = factory(Log::open(&writer_path).expect("log")).expect("backend");
-        backend
-            .append_group(0, &written)
-            .expect("the stream takes 1..5");
+    let dir = tempfile::tempdir().expect("dir");
+    let damaged = Log::open(dir.path()).expect("log");
+    let kept = tokio::task::spawn_blocking({
+        let factory = node.backend_factory();
+        move || {
+            // The first two events as the stream holds them (read through a
+            // repair of an empty copy), then the checkpoint at 5 without 3..5.
+            let scratch = tempfile::tempdir().expect("dir");
+            let source = Log::open(scratch.path()).expect("log");
+            source
+                .checkpoint(&[], 2, Default::default(), false)
+                .expect("checkpoint");
+            let _ = factory(source.clone()).expect("repairs the scratch copy");
+            source.read(1, 2, 2, usize::MAX).expect("read")
+        }
     })
     .await
-    .expect("appends");
-
-    // A local copy that kept events 1..2 and a checkpoint at 5.
-    let damaged = Log::open(damaged_dir.path()).expect("log");
-    damaged.append(&records[..2]).expect("append");
+    .expect("reads");
+    damaged.append(&kept).expect("append");
     damaged
         .checkpoint(&[], 5, Default::default(), false)
         .expect("checkpoint");
     damaged.flush().expect("flush");
     let factory = node.backend_factory();
-    let repaired = tokio::task::spawn_blocking(move || {
+    let (head, records) = tokio::task::spawn_blocking(move || {
         let backend = factory(damaged.clone()).expect("the backend opens, repairing");
         (
             backend.head().expect("head"),
@@ -193,9 +185,13 @@ async fn a_checkpoint_ahead_of_the_local_log_is_repaired_from_the_stream() {
     })
     .await
     .expect("opens");
-    assert_eq!(repaired.0, 5, "the local head is the checkpoint's again");
+    assert_eq!(head, 5, "the local head is the checkpoint's again");
+    let repaired: Vec<proto::Event> = records
+        .iter()
+        .map(|r| frame::decode_event_entry(&r.entry).expect("an event"))
+        .collect();
     assert_eq!(
-        repaired.1, records,
+        repaired, served,
         "the events are the stream's, at their sequences"
     );
 }
