@@ -6,12 +6,16 @@
 //! `Nats-Batch-Id`, `Nats-Batch-Sequence`, `Nats-Batch-Commit` on the last),
 //! the first message of each carrying `Nats-Expected-Last-Sequence`, so it
 //! lands at H+1.. or not at all: a deposed leader's group is refused (10071)
-//! and cannot fork the log. Once JetStream acknowledges (a quorum stored it),
-//! the same records are stored in the node's local sled log, so the writer
-//! announces them at once; the replica consumer skips them when they arrive.
-//! Must never acknowledge what JetStream did not confirm: a refusal, a timeout
-//! (outcome unknown) or a lost connection is `Unavailable`, and the writer
-//! learns what landed from the stream.
+//! and cannot fork the log. Only the commit (the last message) is a request:
+//! the others are staged by the stream leader without an answer, and any
+//! problem with them comes back as the commit's error. Once JetStream
+//! acknowledges (a quorum stored it, each server with an fsync), the same
+//! records are written to the node's local sled log, without a sync of their
+//! own (the local copy is a cache of the stream: see [`JetStreamLog::open`]),
+//! so the writer announces them at once; the replica consumer skips them when
+//! they arrive. Must never acknowledge what JetStream did not confirm: a
+//! refusal, a timeout (outcome unknown) or a lost connection is
+//! `Unavailable`, and the writer learns what landed from the stream.
 
 use std::sync::Arc;
 
@@ -42,13 +46,43 @@ pub struct JetStreamLog {
 }
 
 impl JetStreamLog {
-    pub fn new(cluster: Cluster, local: Log, lease: Arc<Lease>, runtime: Handle) -> JetStreamLog {
-        JetStreamLog {
+    /// The backend over the node's local copy `local`, repaired first if a
+    /// crash left its state checkpoint ahead of its events.
+    ///
+    /// The local copy is not synced per group: durability is the quorum's. A
+    /// kill -9 or a power cut may lose the copy's tail; the node then resumes
+    /// from its local head (the replica consumer reads the rest from the
+    /// stream). The state checkpoint must not be ahead of the events it
+    /// derives from (the view would skip them when they are applied again):
+    /// the checkpointer syncs the log before it writes a checkpoint, so this
+    /// should not happen; if the disk lost them anyway, they are fetched from
+    /// the stream into the local log here, before the state is replayed.
+    /// Called off the runtime (it blocks on `runtime`).
+    pub fn open(
+        cluster: Cluster,
+        local: Log,
+        lease: Arc<Lease>,
+        runtime: Handle,
+    ) -> Result<JetStreamLog> {
+        let (head, checkpoint) = (local.head()?, local.state_applied()?);
+        if checkpoint > head {
+            tracing::warn!(
+                head,
+                checkpoint,
+                "the local log lost events under its state checkpoint; fetching them from the stream"
+            );
+            let records =
+                runtime.block_on(super::replica::read_range(&cluster, head + 1, checkpoint))?;
+            check_follows(head, &records)?;
+            local.append(&records)?;
+            local.flush()?;
+        }
+        Ok(JetStreamLog {
             cluster,
             local,
             lease,
             runtime,
-        }
+        })
     }
 
     /// Publishes `records` (following `expected`) as one atomic batch.
@@ -77,10 +111,11 @@ impl JetStreamLog {
                         ),
                     });
                 }
-            } else if position == 1 {
-                // Flow control: the first message is confirmed before the rest go.
-                self.request(headers, payload).await?;
             } else {
+                // No reply subject: the server stages the message and answers
+                // nothing; a problem with it (a gap, a refused expected
+                // sequence, too many batches in flight) makes the commit's
+                // answer an error, so the commit is the one round trip.
                 self.cluster
                     .client
                     .publish_with_headers(SUBJECT, headers, payload)
@@ -153,8 +188,8 @@ impl LogBackend for JetStreamLog {
             self.runtime.block_on(self.publish_batch(expected, batch))?;
             expected += batch.len() as u64;
         }
-        // Durable on a quorum: the same records, at the same sequences, locally.
-        self.local.append(records)?;
-        self.local.flush()
+        // Durable on a quorum: the same records, at the same sequences, in the
+        // local copy (synced later, by the checkpointer or sled: see `open`).
+        self.local.append(records)
     }
 }

@@ -146,6 +146,20 @@ impl Lease {
                     state.problem = None;
                     Some(renewed)
                 }
+                Err(error) if error.kind() != kv::UpdateErrorKind::WrongLastRevision => {
+                    // Not refused: the bucket did not answer (its own Raft
+                    // election after a NATS server died, or no quorum). No
+                    // other node can have taken the lease without changing its
+                    // revision, so keep it: the lease lapses here at its time
+                    // (`leading_until` is not moved), and the next renewal with
+                    // the same revision takes it back at once if nobody else
+                    // took it meanwhile, instead of waiting for it to expire
+                    // and racing to create it again.
+                    tracing::warn!(%error, "renewing the leader lease failed; retrying with the same revision");
+                    self.state().problem =
+                        Some(format!("renewing the leader lease failed: {error}"));
+                    Some(revision)
+                }
                 Err(error) => {
                     tracing::warn!(%error, "lost the leader lease: this node stops writing");
                     self.state().leading_until = None;

@@ -208,10 +208,10 @@ impl Node {
     /// node's local log (called where the local log is opened, off the runtime).
     pub fn backend_factory(
         &self,
-    ) -> impl FnOnce(crate::log::Log) -> jetstream::JetStreamLog + Send + use<> {
+    ) -> impl FnOnce(crate::log::Log) -> Result<jetstream::JetStreamLog> + Send + use<> {
         let (cluster, lease) = (self.cluster.clone(), self.lease.clone());
         let runtime = tokio::runtime::Handle::current();
-        move |local| jetstream::JetStreamLog::new(cluster, local, lease, runtime)
+        move |local| jetstream::JetStreamLog::open(cluster, local, lease, runtime)
     }
 
     /// Starts the lease, the replica consumer (from the writer's head) and the

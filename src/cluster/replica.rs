@@ -3,10 +3,12 @@
 //! Owns: reading the stream in order from the node's head + 1 (an ordered
 //! consumer: no acks, it recreates itself on a gap or a lost server) and
 //! handing what it reads to the writer in batches ([`Applier`]), which checks
-//! that each follows its head, stores it in the local sled log with one flush,
-//! applies the state and feeds subscribers. After an error it resumes from the
-//! writer's head + 1. Must never write the stream, and never skip a sequence:
-//! a record that does not follow is refused by the writer, not applied.
+//! that each follows its head, stores it in the local sled log (no sync: the
+//! stream is the durable copy), applies the state and feeds subscribers. After
+//! an error it resumes from the writer's head + 1. Also reads a given range of
+//! the stream ([`read_range`]: repairing a local copy at start). Must never
+//! write the stream, and never skip a sequence: a record that does not follow
+//! is refused by the writer, not applied.
 
 use std::time::Duration;
 
@@ -23,6 +25,8 @@ use super::{Cluster, STREAM};
 
 /// Most records handed to the writer at once (one local flush).
 const APPLY_BATCH: usize = 1000;
+/// How long [`read_range`] may take.
+const RANGE_WITHIN: Duration = Duration::from_secs(60);
 /// Pause before reading again after an error.
 const BACKOFF: Duration = Duration::from_millis(500);
 
@@ -54,26 +58,7 @@ pub fn spawn(
 
 /// Reads the stream after `head` and applies it, moving `head`, until an error.
 async fn follow(cluster: &Cluster, applier: &Applier, head: &mut u64) -> Result<()> {
-    let unavailable =
-        |what: &str, e: &dyn std::fmt::Display| Error::Unavailable(format!("{what}: {e}"));
-    let stream = cluster
-        .jetstream
-        .get_stream(STREAM)
-        .await
-        .map_err(|e| unavailable("finding the stream", &e))?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: *head + 1,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| unavailable("creating the ordered consumer", &e))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| unavailable("reading the stream", &e))?;
+    let mut messages = messages_from(cluster, *head + 1).await?;
     loop {
         let Some(first) = messages.next().await else {
             return Err(Error::Unavailable("the stream's consumer ended".into()));
@@ -87,6 +72,51 @@ async fn follow(cluster: &Cluster, applier: &Applier, head: &mut u64) -> Result<
         }
         *head = applier.apply(batch).await?;
     }
+}
+
+/// The records `from..=to` of the stream (to repair a local copy that lost
+/// them); an error if the stream does not hold them all within [`RANGE_WITHIN`].
+pub async fn read_range(cluster: &Cluster, from: u64, to: u64) -> Result<Vec<Record>> {
+    let read = async {
+        let mut messages = messages_from(cluster, from).await?;
+        let mut records = Vec::new();
+        while records.len() < (to + 1 - from) as usize {
+            let Some(message) = messages.next().await else {
+                return Err(Error::Unavailable("the stream's consumer ended".into()));
+            };
+            records.push(record(message)?);
+        }
+        Ok(records)
+    };
+    tokio::time::timeout(RANGE_WITHIN, read).await.map_err(|_| {
+        Error::Unavailable(format!(
+            "the stream did not deliver {from}..={to} within {RANGE_WITHIN:?} (is it the cluster this node's data directory belongs to?)"
+        ))
+    })?
+}
+
+/// The stream's messages from sequence `start` on, through an ordered consumer.
+async fn messages_from(cluster: &Cluster, start: u64) -> Result<pull::Ordered> {
+    let unavailable =
+        |what: &str, e: &dyn std::fmt::Display| Error::Unavailable(format!("{what}: {e}"));
+    let stream = cluster
+        .jetstream
+        .get_stream(STREAM)
+        .await
+        .map_err(|e| unavailable("finding the stream", &e))?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| unavailable("creating the ordered consumer", &e))?;
+    consumer
+        .messages()
+        .await
+        .map_err(|e| unavailable("reading the stream", &e))
 }
 
 /// The record a stream message holds, at the message's stream sequence.

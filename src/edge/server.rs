@@ -176,7 +176,7 @@ pub async fn serve(config: Config, listeners: Listeners, controls: Controls) -> 
                 None => Sequencer::start_with(log.clone(), feed_capacity, start_metrics)?,
                 Some(backend) => Sequencer::start_on(
                     log.clone(),
-                    Box::new(backend(log.clone())),
+                    Box::new(backend(log.clone())?),
                     feed_capacity,
                     start_metrics,
                 )?,

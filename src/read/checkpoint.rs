@@ -10,7 +10,10 @@
 //! writes them with the checkpoint's digest and sequence (`Log::checkpoint`,
 //! in small batches so that sled's process-wide batch lock never stalls the
 //! writer and the readers for long), then drops `frozen`. The log stays the truth: a
-//! checkpoint lost in a crash is redone by replaying the tail at start.
+//! checkpoint lost in a crash is redone by replaying the tail at start. The
+//! log is synced before each checkpoint is written, so a checkpoint is never
+//! on disk ahead of the events it derives from (a cluster node's writer does
+//! not sync its local copy per group).
 //!
 //! [`Pins`]: a snapshot streams the stored states as of one checkpoint while
 //! later checkpoints overwrite them. While any checkpoint is pinned, a
@@ -324,6 +327,11 @@ impl Worker {
             (keep_undo, oldest)
         };
         let started = Instant::now();
+        // The events (and per-group indexes) this checkpoint derives from are
+        // made durable before it is written, so that after a crash the stored
+        // checkpoint is never ahead of the log's head (in a cluster, the
+        // writer does not sync its local copy per group).
+        self.log.flush()?;
         let dropped = self.log.drop_undo(oldest_needed)?;
         let undo = self.log.checkpoint(
             &frozen

@@ -11,8 +11,8 @@
 //! after the latest checkpoint into the state view, so a crash
 //! between flush and apply loses nothing. In cluster mode the same thread also
 //! takes events other nodes appended to the replicated log ([`Applier`]): it
-//! checks they follow its head, stores them locally with one flush and
-//! announces them the same way. Must never answer before the
+//! checks they follow its head, stores them locally (no sync: the replicated
+//! log holds them durably) and announces them the same way. Must never answer before the
 //! flush, and never run on an async worker (it blocks on disk).
 
 use std::sync::Arc;
@@ -197,6 +197,17 @@ impl Enqueued {
 /// view's delta, with the indexes kept beside the states rewritten.
 fn replay(log: &Log, head: u64, view: &mut ViewWriter) -> Result<()> {
     let mut applied = view.applied();
+    if applied > head {
+        // The checkpointer syncs the log before writing a checkpoint, so only
+        // a disk that lost synced writes gets here; replaying would apply the
+        // missing events twice (a cluster node refetches them first).
+        return Err(Error::Corrupt {
+            sequence: head,
+            problem: format!(
+                "the state checkpoint is at {applied}, ahead of the log's head {head}: the log lost events the state was derived from; restore the data directory from a backup (or, in a cluster, start the node on an empty one)"
+            ),
+        });
+    }
     if applied < head {
         tracing::info!(
             from = applied + 1,
@@ -434,10 +445,12 @@ impl Writer {
                 "the hub's storage failed; it must be restarted".into(),
             ));
         }
+        // No sync: they are durable on the replicated log's quorum; the local
+        // copy is synced by the checkpointer before a checkpoint derived from
+        // them (see `checkpoint`), and a tail lost in a crash is read again.
         let stored = self
             .log
             .append(&records)
-            .and_then(|()| self.log.flush())
             .and_then(|()| derive(&self.view, &records));
         let (overlay, idempotency) = match stored {
             Ok(derived) => derived,
@@ -490,5 +503,23 @@ impl Writer {
             events,
             replayed: true,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_ahead_of_the_log_is_refused_not_replayed_over() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = Log::open(dir.path()).expect("log");
+        log.checkpoint(&[], 3, Default::default(), false)
+            .expect("checkpoint");
+        let refused = Sequencer::start(log, 16).map(|_| ()).expect_err("refused");
+        assert!(
+            refused.to_string().contains("ahead of the log's head 0"),
+            "{refused}"
+        );
     }
 }

@@ -215,8 +215,9 @@ pub async fn run(
         let killed_at = Instant::now();
         hubs[lead].kill().await;
         tokio::time::sleep(FAULT_RUN - FAULT_AT).await;
+        let ended_at = Instant::now();
         let acked = load.stop().await?;
-        let stall = acked.stall_after(killed_at);
+        let stall = acked.stall_after(killed_at, ended_at);
         (acked, stall)
     };
     outcomes.push(fault_outcome(
@@ -237,8 +238,9 @@ pub async fn run(
         let killed_at = Instant::now();
         nats.kill(stream_leader).await;
         tokio::time::sleep(FAULT_RUN - FAULT_AT).await;
+        let ended_at = Instant::now();
         let acked = load.stop().await?;
-        let stall = acked.stall_after(killed_at);
+        let stall = acked.stall_after(killed_at, ended_at);
         (acked, stall)
     };
     outcomes.push(fault_outcome(
@@ -371,16 +373,29 @@ struct Acked {
 }
 
 impl Acked {
-    /// The longest time without an acknowledgement from `from` on.
-    fn stall_after(&self, from: Instant) -> Duration {
+    /// The longest time without an acknowledgement between `from` and
+    /// `until` (the end of the run): writes that never resumed count as a
+    /// stall to the end, not as none.
+    fn stall_after(&self, from: Instant, until: Instant) -> Stall {
         let mut last = from;
         let mut longest = Duration::ZERO;
-        for &at in self.times.iter().filter(|t| **t >= from) {
+        for &at in self.times.iter().filter(|t| **t >= from && **t <= until) {
             longest = longest.max(at - last);
             last = at;
         }
-        longest
+        let to_end = until.saturating_duration_since(last);
+        Stall {
+            longest: longest.max(to_end),
+            resumed: last > from,
+        }
     }
+}
+
+/// The write stall after a fault.
+struct Stall {
+    longest: Duration,
+    /// Whether any write was acknowledged after the fault within the run.
+    resumed: bool,
 }
 
 /// One publisher of single events with idempotency keys, following the
@@ -476,7 +491,7 @@ impl Load {
     }
 }
 
-fn fault_outcome(fault: &str, acked: &Acked, stall: Duration) -> Outcome {
+fn fault_outcome(fault: &str, acked: &Acked, stall: Stall) -> Outcome {
     let mut outcome = Outcome::new(
         "cluster failover",
         format!(
@@ -484,8 +499,12 @@ fn fault_outcome(fault: &str, acked: &Acked, stall: Duration) -> Outcome {
             FAULT_AT.as_secs(),
             FAULT_RUN.as_secs()
         ),
-        stall.as_secs_f64(),
-        "s write stall",
+        stall.longest.as_secs_f64(),
+        if stall.resumed {
+            "s write stall"
+        } else {
+            "s write stall (writes had not resumed when the run ended)"
+        },
     );
     outcome.errors = 0;
     outcome.notes.push(format!(

@@ -14,6 +14,7 @@ mod cli;
 mod expiry;
 mod faults;
 mod fence;
+mod local_copy;
 mod quorum;
 mod registry;
 mod split_brain;
