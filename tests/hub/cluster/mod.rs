@@ -22,7 +22,7 @@ mod split_brain;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::harness::Client;
@@ -30,6 +30,7 @@ use dip_hub::client;
 use dip_hub::cluster::local::{self, get as http_get, stream_detail};
 use dip_hub::proto;
 use tempfile::TempDir;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -68,11 +69,31 @@ pub struct NatsCluster {
     binary: PathBuf,
     pub nodes: Vec<NatsNode>,
     dir: TempDir,
+    /// This cluster's place among those running at once (see [`CLUSTERS_AT_ONCE`]).
+    _turn: OwnedSemaphorePermit,
+}
+
+/// Most NATS clusters the suite runs at once. Each test's cluster is 3 servers
+/// with fsync on every write; with every cluster test's at once on 2 cores,
+/// health waits and JetStream requests ran into their bounds (a flaky
+/// `fence`, 2 runs in 12): the tests take turns instead.
+const CLUSTERS_AT_ONCE: usize = 2;
+
+/// Waits for a turn to run a NATS cluster (held until the cluster is dropped).
+async fn turn() -> OwnedSemaphorePermit {
+    static TURNS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    TURNS
+        .get_or_init(|| Arc::new(Semaphore::new(CLUSTERS_AT_ONCE)))
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the semaphore is never closed")
 }
 
 impl NatsCluster {
     /// Starts 3 servers and waits (bounded) until each answers its health check.
     pub async fn start() -> NatsCluster {
+        let turn = turn().await;
         let binary = provision::nats_server();
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<(u16, u16, u16)> = (0..3)
@@ -106,7 +127,12 @@ impl NatsCluster {
                 }
             })
             .collect();
-        let mut cluster = NatsCluster { binary, nodes, dir };
+        let mut cluster = NatsCluster {
+            binary,
+            nodes,
+            dir,
+            _turn: turn,
+        };
         for i in 0..3 {
             cluster.spawn(i);
         }
