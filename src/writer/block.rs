@@ -190,7 +190,7 @@ mod tests {
                 event_type: EventType::Published,
                 source_org: "tsp-a".into(),
             },
-            idempotency: (sequence % 3 == 0).then(|| IdempotencyMark {
+            idempotency: sequence.is_multiple_of(3).then(|| IdempotencyMark {
                 key: format!("k-{sequence}"),
                 count: 1,
                 fingerprint: Some([sequence as u8; 16]),

@@ -751,7 +751,7 @@ pub fn encode_record_into(record: &Record, bytes: &mut Vec<u8>) {
 }
 
 pub fn decode_record(sequence: u64, bytes: &[u8]) -> Result<Record> {
-    decode_record_with(sequence, bytes, |entry| Bytes::copy_from_slice(entry))
+    decode_record_with(sequence, bytes, Bytes::copy_from_slice)
 }
 
 /// The record at `range` of `block`, its entry a slice of `block` (not copied).
