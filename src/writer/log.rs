@@ -914,6 +914,27 @@ mod tests {
         assert!(log.read(401, 500, 10, usize::MAX).expect("read").is_empty());
     }
 
+    /// Finding a sequence's block (`range(..=S).next_back()`) is right across
+    /// many sled leaves and groups of every size: every sequence reads alone.
+    #[test]
+    fn every_sequence_is_found_in_its_block_across_many_leaves() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Log::open(dir.path()).expect("open");
+        let mut next = 1;
+        for size in (1..=120).cycle().step_by(7).take(500) {
+            let group: Vec<Record> = (next..next + size).map(|s| record(s, None)).collect();
+            log.append(&group).expect("append");
+            next += size;
+        }
+        let head = next - 1;
+        assert_eq!(log.head().expect("head"), head);
+        assert!(log.events.len() > 17 * 20, "enough blocks for many leaves");
+        for sequence in 1..=head {
+            let read = log.read(sequence, head, 1, usize::MAX).expect("read");
+            assert_eq!(read, [record(sequence, None)], "sequence {sequence}");
+        }
+    }
+
     /// The digest kept incrementally from state changes and stored with each
     /// checkpoint equals the one computed from the stored states, through
     /// publishes, revocations and new lives.
