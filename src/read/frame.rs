@@ -7,7 +7,7 @@
 //! encoding of a `SubscribeResponse`, so clients decode frames with the ordinary
 //! generated type. Must never re-encode an event.
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::encoding::{DecodeContext, WireType};
 use prost::{DecodeError, Message};
 
@@ -87,6 +87,33 @@ impl Frame {
     pub fn byte_len(&self) -> usize {
         self.len
     }
+
+    /// The same frame with its entries copied into one buffer of its own, so
+    /// that it keeps nothing else alive while it waits in a queue: an entry read
+    /// from the log is a slice of its whole stored block (up to 6 KiB), and a
+    /// filtering subscriber may want one entry of each block (the budget counts
+    /// the entries, not the blocks). Copies bytes; never re-encodes.
+    pub fn detached(self) -> Frame {
+        let mut buffer = BytesMut::with_capacity(self.len);
+        for entry in &self.entries {
+            buffer.extend_from_slice(entry);
+        }
+        let buffer = buffer.freeze();
+        let mut at = 0;
+        let entries = self
+            .entries
+            .iter()
+            .map(|entry| {
+                let part = buffer.slice(at..at + entry.len());
+                at += entry.len();
+                part
+            })
+            .collect();
+        Frame {
+            entries,
+            len: self.len,
+        }
+    }
 }
 
 impl Message for Frame {
@@ -140,6 +167,23 @@ mod tests {
         let decoded = proto::SubscribeResponse::decode(bytes.as_slice()).expect("decodes");
         assert_eq!(decoded.events, vec![event(1), event(2)]);
         assert!(decoded.heartbeat.is_none());
+    }
+
+    #[test]
+    fn a_detached_frame_holds_the_same_entries_in_memory_of_its_own() {
+        let block =
+            Bytes::from([encode_event_entry(&event(1)), encode_event_entry(&event(2))].concat());
+        let first_len = encode_event_entry(&event(1)).len();
+        let mut frame = Frame::default();
+        frame.push_entry(block.slice(first_len..));
+        let detached = frame.clone().detached();
+        assert_eq!(detached.encode_to_vec(), frame.encode_to_vec());
+        assert_eq!(detached.byte_len(), frame.byte_len());
+        let block_range = block.as_ptr_range();
+        assert!(
+            !block_range.contains(&detached.parts()[0].as_ptr()),
+            "the entry no longer points into the block"
+        );
     }
 
     #[test]

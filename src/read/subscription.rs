@@ -232,7 +232,8 @@ impl Task {
                     }
                     frame.push_entry(record.entry);
                     if frame.entries() >= FRAME_EVENTS || frame.byte_len() >= FRAME_BYTES {
-                        let frame = std::mem::take(&mut frame);
+                        // Detached: the entries are slices of the log's blocks.
+                        let frame = std::mem::take(&mut frame).detached();
                         match self.send(frame, Some(first), Spent::Drop).await {
                             Sent::Queued => {}
                             Sent::Dropped => return self.resume_at(next, first),
@@ -242,7 +243,7 @@ impl Task {
                 }
             }
             if !frame.is_empty() {
-                match self.send(frame, Some(first), Spent::Drop).await {
+                match self.send(frame.detached(), Some(first), Spent::Drop).await {
                     Sent::Queued => {}
                     Sent::Dropped => return self.resume_at(next, first),
                     Sent::Closed => return Next::End,

@@ -1,8 +1,11 @@
 //! The durable log and everything else the hub keeps on disk, in sled.
 //!
 //! Owns: the only handle on sled. Trees:
-//! - `events`: sequence (u64 big-endian) → record (filter metadata + the event's
-//!   pre-encoded wire entry). The truth: everything else can be rebuilt from it.
+//! - `events`: first sequence (u64 big-endian) → a block of consecutive records
+//!   (each its filter metadata + the event's pre-encoded wire entry; see
+//!   `block`: a group's records in blocks of a few KiB; a per-event record of
+//!   earlier versions reads as a block of one). The truth: everything else can
+//!   be rebuilt from it.
 //! - `state`: derived from `events`; indicator key → indicator state as of the
 //!   latest checkpoint (written off the writer's path in small batches, each
 //!   moving the stored digest with the states it writes, the checkpoint's
@@ -40,6 +43,7 @@ use crate::fingerprint::Fingerprint;
 use crate::indicator::{Category, EventType, IndicatorKey, Kind, Millis, Risk, Tlp};
 use crate::state::{IndicatorState, StateChange};
 use crate::wire::{self, StateHead};
+use crate::writer::block;
 
 /// Record format version, the first byte of every record. Version 2 adds the
 /// request's fingerprint after an idempotency mark; version 1 records still decode.
@@ -243,16 +247,20 @@ impl Log {
     /// The newest sequence in the log (0 when empty).
     pub fn head(&self) -> Result<u64> {
         match self.events.last()? {
-            Some((key, _)) => sequence_from_key(&key),
+            Some((key, value)) => {
+                let first = sequence_from_key(&key)?;
+                Ok(first + block::count(first, &value)? - 1)
+            }
             None => Ok(0),
         }
     }
 
-    /// Writes records (not yet durable: see [`Log::flush`]).
+    /// Writes records (consecutive sequences following the head) in blocks, in
+    /// one batch (not yet durable: see [`Log::flush`]).
     pub fn append(&self, records: &[Record]) -> Result<()> {
         let mut batch = sled::Batch::default();
-        for record in records {
-            batch.insert(&record.sequence.to_be_bytes(), encode_record(record));
+        for (first, value) in block::encode(records) {
+            batch.insert(&first.to_be_bytes(), value);
         }
         self.events.apply_batch(batch)?;
         Ok(())
@@ -282,14 +290,28 @@ impl Log {
         max_bytes: usize,
     ) -> Result<Vec<Record>> {
         let mut records = Vec::new();
+        if from > to {
+            return Ok(records);
+        }
+        // The block holding `from` is the last one stored at or before it.
+        let start = match self.events.range(..=from.to_be_bytes()).next_back() {
+            Some(item) => sequence_from_key(&item?.0)?,
+            None => from,
+        };
         let mut bytes = 0;
-        for item in self.events.range(from.to_be_bytes()..=to.to_be_bytes()) {
+        for item in self.events.range(start.to_be_bytes()..=to.to_be_bytes()) {
             let (key, value) = item?;
-            let record = decode_record(sequence_from_key(&key)?, &value)?;
-            bytes += record.entry.len();
-            records.push(record);
-            if records.len() >= max_records || bytes >= max_bytes {
-                break;
+            let first = sequence_from_key(&key)?;
+            for record in block::records(first, Bytes::from_owner(value), from) {
+                let record = record?;
+                if record.sequence > to {
+                    return Ok(records);
+                }
+                bytes += record.entry.len();
+                records.push(record);
+                if records.len() >= max_records || bytes >= max_bytes {
+                    return Ok(records);
+                }
             }
         }
         Ok(records)
@@ -772,9 +794,15 @@ fn sequence_from_key(bytes: &[u8]) -> Result<u64> {
 
 /// `[version][kind][category][risk][tlp][event type][org len][org][key len][key][count u32 if key][fingerprint 16 if key][entry]`
 pub fn encode_record(record: &Record) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(16 + record.meta.source_org.len() + record.entry.len());
+    encode_record_into(record, &mut bytes);
+    bytes
+}
+
+/// [`encode_record`], appended to `bytes`.
+pub fn encode_record_into(record: &Record, bytes: &mut Vec<u8>) {
     let meta = &record.meta;
     let org = meta.source_org.as_bytes();
-    let mut bytes = Vec::with_capacity(16 + org.len() + record.entry.len());
     bytes.extend_from_slice(&[
         RECORD_VERSION,
         meta.kind as i32 as u8,
@@ -795,10 +823,35 @@ pub fn encode_record(record: &Record) -> Vec<u8> {
         None => bytes.push(0),
     }
     bytes.extend_from_slice(&record.entry);
-    bytes
 }
 
 pub fn decode_record(sequence: u64, bytes: &[u8]) -> Result<Record> {
+    decode_record_with(sequence, bytes, Bytes::copy_from_slice)
+}
+
+/// The record at `range` of `block`, its entry a slice of `block` (not copied).
+pub(crate) fn decode_record_in(
+    sequence: u64,
+    block: &Bytes,
+    range: std::ops::Range<usize>,
+) -> Result<Record> {
+    let start = range.start;
+    let bytes = block.get(range.clone()).ok_or_else(|| Error::Corrupt {
+        sequence,
+        problem: "a record past the end of its block".into(),
+    })?;
+    decode_record_with(sequence, bytes, |entry| {
+        let from = start + (bytes.len() - entry.len());
+        block.slice(from..range.end)
+    })
+}
+
+/// Decodes a record; `entry` makes the entry's bytes from their slice.
+fn decode_record_with(
+    sequence: u64,
+    bytes: &[u8],
+    entry: impl FnOnce(&[u8]) -> Bytes,
+) -> Result<Record> {
     let corrupt = |problem: &str| Error::Corrupt {
         sequence,
         problem: problem.to_string(),
@@ -845,7 +898,7 @@ pub fn decode_record(sequence: u64, bytes: &[u8]) -> Result<Record> {
             source_org: String::from_utf8_lossy(org).into_owned(),
         },
         idempotency,
-        entry: Bytes::copy_from_slice(reader.rest()),
+        entry: entry(reader.rest()),
     })
 }
 
@@ -902,6 +955,60 @@ mod tests {
         assert_eq!(log.head().expect("head"), 3);
         assert_eq!(log.read(1, 3, 100, 1 << 20).expect("read"), written);
         assert_eq!(log.read(2, 3, 1, 1 << 20).expect("read"), written[1..2]);
+    }
+
+    /// A log written one key per event (before blocks) reads as it did, and
+    /// blocks appended after it continue it: every range, across the boundary.
+    #[test]
+    fn per_event_records_and_blocks_read_as_one_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Log::open(dir.path()).expect("open");
+        let old: Vec<Record> = (1..=5).map(|s| record(s, None)).collect();
+        for record in &old {
+            log.events
+                .insert(record.sequence.to_be_bytes(), encode_record(record))
+                .expect("insert");
+        }
+        assert_eq!(log.head().expect("head"), 5);
+        let new: Vec<Record> = (6..=400).map(|s| record(s, None)).collect();
+        log.append(&new[..100]).expect("append");
+        log.append(&new[100..]).expect("append");
+        assert_eq!(log.head().expect("head"), 400);
+        assert!(log.events.len() < 5 + 395 / 2, "new records share keys");
+        let all: Vec<Record> = old.into_iter().chain(new).collect();
+        for from in [1, 2, 5, 6, 7, 105, 106, 399, 400] {
+            for to in [from, from + 1, from + 150, 400] {
+                let to = to.min(400);
+                let want = &all[from as usize - 1..to as usize];
+                assert_eq!(log.read(from, to, 1000, usize::MAX).expect("read"), want);
+            }
+            assert_eq!(
+                log.read(from, 400, 3, usize::MAX).expect("read"),
+                all[from as usize - 1..(from as usize + 2).min(400)]
+            );
+        }
+        assert!(log.read(401, 500, 10, usize::MAX).expect("read").is_empty());
+    }
+
+    /// Finding a sequence's block (`range(..=S).next_back()`) is right across
+    /// many sled leaves and groups of every size: every sequence reads alone.
+    #[test]
+    fn every_sequence_is_found_in_its_block_across_many_leaves() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Log::open(dir.path()).expect("open");
+        let mut next = 1;
+        for size in (1..=120).cycle().step_by(7).take(500) {
+            let group: Vec<Record> = (next..next + size).map(|s| record(s, None)).collect();
+            log.append(&group).expect("append");
+            next += size;
+        }
+        let head = next - 1;
+        assert_eq!(log.head().expect("head"), head);
+        assert!(log.events.len() > 17 * 20, "enough blocks for many leaves");
+        for sequence in 1..=head {
+            let read = log.read(sequence, head, 1, usize::MAX).expect("read");
+            assert_eq!(read, [record(sequence, None)], "sequence {sequence}");
+        }
     }
 
     /// The digest kept incrementally from state changes and stored with each

@@ -4,6 +4,7 @@
 
 pub mod alarm;
 pub mod backend;
+pub(crate) mod block;
 pub mod expiry;
 pub mod fingerprint;
 pub mod group;

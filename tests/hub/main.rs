@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod bench;
+mod blocks;
 mod bulk;
 mod checkpoints;
 mod child;
