@@ -6,20 +6,13 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::{ClusterHub, NatsCluster, WITHIN, publish_request, wait_for_leader};
-use crate::harness::TestPki;
+use super::{WITHIN, publish_request, two_hubs};
 
 const ORG: &str = "dot-regulator";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn subscribe_moves_to_the_next_hub_when_its_hub_dies() {
-    let nats = NatsCluster::start().await;
-    let pki = TestPki::new();
-    let mut hubs = [
-        ClusterHub::start(&pki, &nats).await,
-        ClusterHub::start(&pki, &nats).await,
-    ];
-    let (leader, _) = wait_for_leader(&hubs.iter().collect::<Vec<_>>(), WITHIN).await;
+    let (_nats, pki, mut hubs, leader) = two_hubs().await;
     let follower = 1 - leader;
     let mut publisher = hubs[leader].client(ORG).await;
     for n in 1..=3 {

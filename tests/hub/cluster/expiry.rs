@@ -5,9 +5,9 @@
 use dip_hub::indicator::now_millis;
 use dip_hub::proto::{self, EventType};
 
-use super::{ClusterHub, NatsCluster, WITHIN, events_through, wait_for_leader};
+use super::{ClusterHub, WITHIN, events_through, two_hubs, wait_for_leader};
 use crate::expiry::{expired_events, expiring, next_expired};
-use crate::harness::{TestPki, phone};
+use crate::harness::phone;
 
 const REGULATOR: &str = "dot-regulator";
 
@@ -36,13 +36,7 @@ async fn publish(hub: &ClusterHub, indicator: proto::Indicator) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_expiry_is_written_once_by_the_leader_and_the_next_leader_takes_over() {
-    let nats = NatsCluster::start().await;
-    let pki = TestPki::new();
-    let mut hubs = [
-        ClusterHub::start(&pki, &nats).await,
-        ClusterHub::start(&pki, &nats).await,
-    ];
-    let (leader, _) = wait_for_leader(&hubs.iter().collect::<Vec<_>>(), WITHIN).await;
+    let (_nats, _pki, mut hubs, leader) = two_hubs().await;
     let follower = 1 - leader;
 
     // Due on both hubs: one EXPIRED, delivered by both.

@@ -17,8 +17,8 @@ use dip_hub::log::Log;
 use dip_hub::proto;
 use tokio::time::Instant;
 
-use super::{ClusterHub, NatsCluster, WITHIN, events_through, snapshot, wait_for_leader};
-use crate::harness::{TestPki, phone_indicator};
+use super::{NatsCluster, WITHIN, events_through, snapshot, two_hubs};
+use crate::harness::phone_indicator;
 
 const ORG: &str = "dot-regulator";
 /// Indicators per Publish: many events per group, as under real load.
@@ -28,13 +28,7 @@ const MAX_REQUESTS: u64 = 2_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hub_killed_under_load_catches_up_from_the_stream_and_agrees_with_the_others() {
-    let nats = NatsCluster::start().await;
-    let pki = TestPki::new();
-    let mut hubs = [
-        ClusterHub::start(&pki, &nats).await,
-        ClusterHub::start(&pki, &nats).await,
-    ];
-    let (leader, _) = wait_for_leader(&hubs.iter().collect::<Vec<_>>(), WITHIN).await;
+    let (nats, _pki, mut hubs, leader) = two_hubs().await;
     let follower = 1 - leader;
 
     // Load on the leader: batches of 100 new indicators, each with its key.

@@ -365,6 +365,19 @@ impl ClusterHub {
     }
 }
 
+/// A NATS cluster with two hubs in front of it, once one of them leads: the
+/// cluster, the PKI the hubs use, the hubs, and which of them leads.
+pub async fn two_hubs() -> (NatsCluster, Arc<TestPki>, [ClusterHub; 2], usize) {
+    let nats = NatsCluster::start().await;
+    let pki = TestPki::new();
+    let hubs = [
+        ClusterHub::start(&pki, &nats).await,
+        ClusterHub::start(&pki, &nats).await,
+    ];
+    let (leader, _) = wait_for_leader(&hubs.iter().collect::<Vec<_>>(), WITHIN).await;
+    (nats, pki, hubs, leader)
+}
+
 /// Waits (bounded) until one of `hubs` (the running ones) says it takes
 /// writes; its index and how long it took.
 pub async fn wait_for_leader(hubs: &[&ClusterHub], within: Duration) -> (usize, Duration) {

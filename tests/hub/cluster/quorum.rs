@@ -8,20 +8,14 @@ use dip_hub::proto;
 use tokio::time::Instant;
 use tonic::Code;
 
-use super::{ClusterHub, NatsCluster, WITHIN, events_through, publish_request, wait_for_leader};
-use crate::harness::{TestPki, phone};
+use super::{WITHIN, events_through, publish_request, two_hubs};
+use crate::harness::phone;
 
 const ORG: &str = "dot-regulator";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_a_nats_quorum_writes_are_refused_and_reads_go_on() {
-    let mut nats = NatsCluster::start().await;
-    let pki = TestPki::new();
-    let hubs = [
-        ClusterHub::start(&pki, &nats).await,
-        ClusterHub::start(&pki, &nats).await,
-    ];
-    let (leader, _) = wait_for_leader(&hubs.iter().collect::<Vec<_>>(), WITHIN).await;
+    let (mut nats, _pki, hubs, leader) = two_hubs().await;
     let mut client = hubs[leader].client(ORG).await;
     for n in 1..=3 {
         client

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use super::{ClusterHub, NatsCluster, WITHIN, publish_request, wait_for_leader};
+use super::{ClusterHub, NatsCluster, WITHIN, publish_request, two_hubs, wait_for_leader};
 use crate::harness::{Client, TestPki, collect_events, phone, subscribe_request};
 
 const REGULATOR: &str = "dot-regulator";
@@ -94,13 +94,7 @@ async fn ends(stream: &mut tonic::Streaming<proto::SubscribeResponse>, what: &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_admin_change_on_one_hub_applies_on_every_hub_and_after_a_restart() {
-    let nats = NatsCluster::start().await;
-    let pki = TestPki::new();
-    let mut hubs = [
-        ClusterHub::start(&pki, &nats).await,
-        ClusterHub::start(&pki, &nats).await,
-    ];
-    let (leader, _) = wait_for_leader(&hubs.iter().collect::<Vec<_>>(), WITHIN).await;
+    let (_nats, pki, mut hubs, leader) = two_hubs().await;
     let follower = 1 - leader;
 
     // alpha-bank follows the log on both hubs (each stream has an event, so it is open).

@@ -7,20 +7,13 @@ use std::time::Duration;
 use dip_hub::proto;
 use tonic::Code;
 
-use super::{ClusterHub, NatsCluster, WITHIN, events_through, publish_request, wait_for_leader};
-use crate::harness::TestPki;
+use super::{WITHIN, events_through, publish_request, two_hubs, wait_for_leader};
 
 const ORG: &str = "dot-regulator";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_leader_that_wakes_after_losing_its_lease_cannot_fork_the_log() {
-    let nats = NatsCluster::start().await;
-    let pki = TestPki::new();
-    let mut hubs = [
-        ClusterHub::start(&pki, &nats).await,
-        ClusterHub::start(&pki, &nats).await,
-    ];
-    let (old, _) = wait_for_leader(&hubs.iter().collect::<Vec<_>>(), WITHIN).await;
+    let (nats, _pki, mut hubs, old) = two_hubs().await;
     let new = 1 - old;
     let mut old_client = hubs[old].client(ORG).await;
     let first = old_client
