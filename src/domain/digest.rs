@@ -55,11 +55,19 @@ impl Digest {
 
     /// Applies one state change: an indicator leaves the active set, joins it, or neither.
     pub fn apply(&mut self, change: &StateChange<'_>) {
-        let was = change.before.is_some_and(|s| s.is_active());
-        let is = change.after.is_active();
+        self.move_indicator(
+            &change.after.indicator.key,
+            change.before.is_some_and(|s| s.is_active()),
+            change.after.is_active(),
+        );
+    }
+
+    /// Moves `key` out of the active set, into it, or neither, by whether it
+    /// `was` active and now `is`.
+    pub fn move_indicator(&mut self, key: &IndicatorKey, was: bool, is: bool) {
         match (was, is) {
-            (true, false) => self.remove(&change.after.indicator.key),
-            (false, true) => self.add(&change.after.indicator.key),
+            (true, false) => self.remove(key),
+            (false, true) => self.add(key),
             _ => {}
         }
     }

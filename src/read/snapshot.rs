@@ -28,7 +28,7 @@ use tonic::Status;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::indicator::{Category, IndicatorKey, Kind, Risk, Status as IndicatorStatus, Tlp};
+use crate::indicator::{Category, IndicatorKey, Kind, Risk, Tlp};
 use crate::policy;
 use crate::proto;
 use crate::registry::Org;
@@ -62,7 +62,7 @@ impl SnapshotFilter {
         };
         // An unknown marking is treated as the most restrictive one.
         let tlp = Tlp::try_from(indicator.tlp).unwrap_or(Tlp::Red);
-        state.status == IndicatorStatus::Active as i32
+        state.is_active()
             && (self.kinds.is_empty() || self.kinds.iter().any(|k| *k as i32 == indicator.kind))
             && (self.categories.is_empty()
                 || self
@@ -255,6 +255,7 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::indicator::Status as IndicatorStatus;
 
     fn state(value: &str, last_sequence: u64) -> proto::IndicatorState {
         proto::IndicatorState {

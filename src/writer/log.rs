@@ -440,11 +440,13 @@ impl Log {
         for state in states {
             let key = state.indicator.key.to_bytes();
             let before = self.state.get(&key)?;
-            let replaced = before.as_deref().map(wire::decode_state).transpose()?;
-            stored.apply(&StateChange {
-                before: replaced.as_ref(),
-                after: state,
-            });
+            // Only whether the replaced state was active counts: its head says.
+            let was_active = before
+                .as_deref()
+                .map(wire::decode_state_head)
+                .transpose()?
+                .is_some_and(|head| head.is_active());
+            stored.move_indicator(&state.indicator.key, was_active, state.is_active());
             if let Some(before) = before.filter(|_| keep_undo) {
                 batch.insert(undo_key(&key, applied), before);
                 undo += 1;

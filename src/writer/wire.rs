@@ -154,6 +154,12 @@ pub struct StateHead {
     pub last_sequence: u64,
 }
 
+impl StateHead {
+    pub fn is_active(&self) -> bool {
+        self.status == Status::Active as i32
+    }
+}
+
 /// The fields of `Indicator` a [`StateHead`] holds.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct IndicatorHead {
