@@ -36,6 +36,8 @@ pub enum Error {
     Unavailable(String),
     #[error("storage: {0}")]
     Storage(#[from] sled::Error),
+    #[error("state store: {0}")]
+    StateStore(#[from] fjall::Error),
     #[error("log record {sequence} is corrupt: {problem}")]
     Corrupt { sequence: u64, problem: String },
     #[error("configuration: {0}")]
@@ -85,6 +87,7 @@ impl From<Error> for Status {
             Error::OutOfRange(_) => Code::OutOfRange,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Storage(_)
+            | Error::StateStore(_)
             | Error::Corrupt { .. }
             | Error::Config(_)
             | Error::Tls(_)

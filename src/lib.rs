@@ -84,6 +84,6 @@ pub use edge::{
 pub use interop::{misp, taxii};
 pub use ops::{admin, audit, config, metrics, org_changes, pki};
 pub use read::{budget, checkpoint, cursor, feed, frame, outbox, snapshot, subscription, view};
-pub use writer::{alarm, backend, expiry, fingerprint, group, log, sequencer, wire};
+pub use writer::{alarm, backend, expiry, fingerprint, group, log, sequencer, state_store, wire};
 
 pub use error::{Error, Result};

@@ -1,5 +1,5 @@
-//! State checkpoints: the state view's in-memory delta written to disk in
-//! batches, off the writer's path, and the pins that keep a checkpoint readable.
+//! State checkpoints: the state view's in-memory delta written to disk off
+//! the writer's path, and the latest checkpoint readers hold.
 //!
 //! Owns: when a checkpoint is written and which checkpoint a snapshot reads.
 //! The checkpointer is a thread of its own. It writes a checkpoint when asked
@@ -7,23 +7,20 @@
 //! [`CHECKPOINT_EVENTS`] events were applied since the last one) or every
 //! [`CHECKPOINT_INTERVAL`] while anything changed: it freezes the delta (one
 //! `watch` update: the view's readers then find those states in `frozen`),
-//! writes them with the checkpoint's digest and sequence (`Log::checkpoint`,
-//! in small batches so that sled's process-wide batch lock never stalls the
-//! writer and the readers for long), then drops `frozen`. The log stays the truth: a
-//! checkpoint lost in a crash is redone by replaying the tail at start. The
-//! log is synced before each checkpoint is written, so a checkpoint is never
-//! on disk ahead of the events it derives from (a cluster node's writer does
-//! not sync its local copy per group).
+//! writes them with the checkpoint's digest and sequence (one batch of the
+//! state store, `state_store`, which readers never wait for), then drops
+//! `frozen`. The log stays the truth: a checkpoint lost in a crash is redone by
+//! replaying the tail at start. The log is synced before each checkpoint is
+//! written, so a checkpoint is never on disk ahead of the events it derives
+//! from (a cluster node's writer does not sync its local copy per group).
 //!
-//! [`Pins`]: a snapshot streams the stored states as of one checkpoint while
-//! later checkpoints overwrite them. While any checkpoint is pinned, a
-//! checkpoint first keeps what it overwrites as undo entries, which readers of
-//! the pinned checkpoint read instead, and which go once no pin needs them.
-//! With no pin, no undo is written, and a new pin waits the few moments until
-//! that write is done. Must never block the writer except when the delta is at
-//! [`DELTA_CAP`] (memory bound), and never hold its lock across disk work.
+//! [`Pins`]: after each checkpoint the checkpointer holds it (a snapshot of
+//! the state store: its states stay readable as they were whatever later
+//! checkpoints write, for as long as anyone holds it); a reader takes the
+//! latest, or asks for a newer one and waits for it. Must never block the
+//! writer except when the delta is at [`DELTA_CAP`] (memory bound), and never
+//! hold its lock across disk work.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -32,6 +29,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::log::Log;
+use crate::state_store::Checkpoint;
 use crate::view::{Frozen, Version};
 
 /// A delta of this many states asks for a checkpoint.
@@ -46,62 +44,38 @@ pub const DELTA_CAP: usize = 4 * CHECKPOINT_STATES;
 /// How long a snapshot waits for the checkpoint it asked for.
 const PIN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The checkpoints readers hold, and the checkpointer's wake-ups.
+/// The latest checkpoint, which readers take, and the checkpointer's wake-ups.
 pub struct Pins {
     state: Mutex<PinState>,
     changed: Condvar,
-    /// The latest completed checkpoint (also in `state`; read without the lock).
+    /// The latest completed checkpoint's sequence (also in `state`; read
+    /// without the lock).
     completed: AtomicU64,
 }
 
-#[derive(Default)]
 struct PinState {
-    /// Pinned checkpoint → how many readers hold it.
-    pins: BTreeMap<u64, usize>,
-    completed: u64,
-    /// A checkpoint without undo entries is being written: no new pin until done.
-    writing_unpinned: bool,
+    /// The latest completed checkpoint, held.
+    latest: Checkpoint,
     /// Someone asked for a checkpoint now.
     wanted: bool,
     stopping: bool,
-    /// The last checkpoint write failed (retried; pins wait meanwhile).
+    /// The last checkpoint write failed (retried; readers wait meanwhile).
     failed: Option<String>,
 }
 
-/// A reader's hold on checkpoint [`Pin::at`]: its states stay readable as of it.
-pub struct Pin {
-    pins: Arc<Pins>,
-    at: u64,
-}
-
-impl Pin {
-    /// The pinned checkpoint's sequence.
-    pub fn at(&self) -> u64 {
-        self.at
-    }
-}
-
-impl Drop for Pin {
-    fn drop(&mut self) {
-        let mut state = self.pins.lock();
-        if let Some(count) = state.pins.get_mut(&self.at) {
-            *count -= 1;
-            if *count == 0 {
-                state.pins.remove(&self.at);
-            }
-        }
-    }
-}
-
 impl Pins {
-    pub fn new(completed: u64) -> Pins {
+    /// `latest`: the stored checkpoint, held (the stored states are always
+    /// exactly one whole checkpoint).
+    pub fn new(latest: Checkpoint) -> Pins {
         Pins {
+            completed: AtomicU64::new(latest.at),
             state: Mutex::new(PinState {
-                completed,
-                ..PinState::default()
+                latest,
+                wanted: false,
+                stopping: false,
+                failed: None,
             }),
             changed: Condvar::new(),
-            completed: AtomicU64::new(completed),
         }
     }
 
@@ -114,19 +88,19 @@ impl Pins {
         self.completed.load(Ordering::Acquire)
     }
 
-    /// Pins a checkpoint at or after `at_least`, asking for one and waiting
+    /// Holds a checkpoint at or after `at_least`, asking for one and waiting
     /// for it if needed (blocking: async callers use `spawn_blocking`).
-    pub fn pin(self: &Arc<Pins>, at_least: u64) -> Result<Pin> {
+    pub fn pin(&self, at_least: u64) -> Result<Checkpoint> {
         let deadline = Instant::now() + PIN_TIMEOUT;
         let mut state = self.lock();
         loop {
             if state.stopping {
                 return Err(Error::Unavailable("the hub is stopping".into()));
             }
-            if state.completed >= at_least && !state.writing_unpinned {
-                break;
+            if state.latest.at >= at_least {
+                return Ok(state.latest.clone());
             }
-            if state.completed < at_least && !state.wanted {
+            if !state.wanted {
                 state.wanted = true;
                 self.changed.notify_all();
             }
@@ -147,12 +121,6 @@ impl Pins {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        let at = state.completed;
-        *state.pins.entry(at).or_default() += 1;
-        Ok(Pin {
-            pins: self.clone(),
-            at,
-        })
     }
 
     /// Asks for a checkpoint now.
@@ -274,12 +242,11 @@ impl Worker {
             last = Instant::now();
             let written = self.checkpoint();
             let mut state = self.pins.lock();
-            state.writing_unpinned = false;
             match written {
-                Ok(Some(applied)) => {
-                    state.completed = applied;
+                Ok(Some(held)) => {
                     state.failed = None;
-                    self.pins.completed.store(applied, Ordering::Release);
+                    self.pins.completed.store(held.at, Ordering::Release);
+                    state.latest = held;
                 }
                 Ok(None) => {}
                 Err(error) => {
@@ -292,8 +259,8 @@ impl Worker {
     }
 
     /// Freezes the delta (or takes the frozen one a failed write left) and
-    /// writes it; the checkpoint's sequence, or `None` when nothing changed.
-    fn checkpoint(&self) -> Result<Option<u64>> {
+    /// writes it; the checkpoint, held, or `None` when nothing changed.
+    fn checkpoint(&self) -> Result<Option<Checkpoint>> {
         let completed = self.pins.completed();
         let mut frozen = None;
         self.versions.send_if_modified(|version| {
@@ -319,41 +286,25 @@ impl Worker {
         };
         // Wake a writer waiting at the cap: the delta is empty now.
         self.pins.changed.notify_all();
-        let (keep_undo, oldest_needed) = {
-            let mut state = self.pins.lock();
-            let keep_undo = !state.pins.is_empty();
-            state.writing_unpinned = !keep_undo;
-            let oldest = state.pins.keys().next().copied().unwrap_or(state.completed);
-            (keep_undo, oldest)
-        };
         let started = Instant::now();
         // The events (and per-group indexes) this checkpoint derives from are
         // made durable before it is written, so that after a crash the stored
         // checkpoint is never ahead of the log's head (in a cluster, the
         // writer does not sync its local copy per group).
         self.log.flush()?;
-        let dropped = self.log.drop_undo(oldest_needed)?;
-        let undo = self.log.checkpoint(
-            &frozen
-                .states
-                .values()
-                .map(|s| s.as_ref())
-                .collect::<Vec<_>>(),
-            frozen.applied,
-            frozen.digest,
-            keep_undo,
-        )?;
+        let states: Vec<_> = frozen.states.values().map(|s| s.as_ref()).collect();
+        let store = self.log.states();
+        store.checkpoint(&states, frozen.applied, frozen.digest)?;
+        let held = store.hold(frozen.applied);
         self.versions.send_modify(|version| {
             Arc::make_mut(version).frozen = None;
         });
         tracing::debug!(
             sequence = frozen.applied,
             states = frozen.states.len(),
-            undo,
-            dropped_undo = dropped,
             took_ms = started.elapsed().as_millis() as u64,
             "state checkpoint written"
         );
-        Ok(Some(frozen.applied))
+        Ok(Some(held))
     }
 }

@@ -2,14 +2,13 @@
 //!
 //! Owns: block-list sync's starting point. It streams the stored states of one
 //! state checkpoint (see `checkpoint`): it asks for a checkpoint covering every
-//! event applied when the request came, pins it, and reads it from disk page by
-//! page, so what it sends is exactly the active set after event
+//! event applied when the request came, holds it, and reads it from disk page
+//! by page, so what it sends is exactly the active set after event
 //! `as_of_sequence` and before the next, whatever the writer and later
-//! checkpoints do meanwhile (they keep what they overwrite as undo entries while
-//! the pin is held); a client that then subscribes with `after_sequence =
+//! checkpoints do meanwhile (a held checkpoint reads as it was written); a client that then subscribes with `after_sequence =
 //! as_of_sequence` and applies the events stays exact. Indicators go out in
 //! chunks of bounded size through a small queue, so a slow client holds at most
-//! a few chunks and its pin; the last message carries the count and the digest
+//! a few chunks and its checkpoint; the last message carries the count and the digest
 //! (see `digest`) of exactly what was sent. Must never send an indicator the
 //! viewer may not see (TLP), never mix checkpoints, and never block an async
 //! worker (storage reads run in `spawn_blocking`).
@@ -156,8 +155,8 @@ async fn run(
     stop: &CancellationToken,
 ) -> Result<()> {
     let pins = view.pins().clone();
-    let pin = blocking(move || pins.pin(at_least)).await?;
-    let as_of_sequence = pin.at();
+    let checkpoint = Arc::new(blocking(move || pins.pin(at_least)).await?);
+    let as_of_sequence = checkpoint.at;
     let fields = || proto::SnapshotResponse {
         as_of_sequence,
         ..Default::default()
@@ -166,11 +165,11 @@ async fn run(
     let ranges = key_ranges(&select.0);
     let read = |range: usize, from: Bound<Vec<u8>>| {
         let (log, select, end) = (view.log().clone(), select.clone(), ranges[range].1.clone());
+        let checkpoint = checkpoint.clone();
         tokio::task::spawn_blocking(move || {
             let (filter, viewer) = &*select;
-            log.states_as_of(as_of_sequence, from, &end, PAGE, |s| {
-                filter.matches(viewer, s)
-            })
+            log.states()
+                .states_in(&checkpoint, from, &end, PAGE, |s| filter.matches(viewer, s))
         })
     };
     let mut chunk = SnapshotChunk::default();
@@ -214,7 +213,7 @@ async fn run(
         ..fields()
     });
     send(messages, stop, last).await;
-    drop(pin);
+    drop(checkpoint);
     Ok(())
 }
 
@@ -231,7 +230,7 @@ async fn blocking<T: Send + 'static>(
 /// the kinds asked for (a stored key starts with its kind's byte).
 fn key_ranges(filter: &SnapshotFilter) -> Vec<(Vec<u8>, Vec<u8>)> {
     if filter.kinds.is_empty() {
-        return vec![(vec![1], vec![crate::log::INDICATOR_KEYS_END])];
+        return vec![(vec![1], vec![crate::state_store::INDICATOR_KEYS_END])];
     }
     let mut kinds: Vec<u8> = filter.kinds.iter().map(|k| *k as i32 as u8).collect();
     kinds.sort();

@@ -1,21 +1,21 @@
 //! The state view: every indicator's current state, on disk as of the latest
 //! checkpoint plus, in memory, what changed since.
 //!
-//! Owns: what Lookup and the writer read. The stored states (sled's `state`
-//! tree, see `log`) are the view as of the latest checkpoint; the writer, after
+//! Owns: what Lookup and the writer read. The stored states (the state store,
+//! see `state_store`) are the view as of the latest checkpoint; the writer, after
 //! each group is durable, applies the group's state changes to the in-memory
 //! delta (a persistent ordered map, `imbl::OrdMap`: cloning a version is O(1))
 //! and publishes the new [`Version`] (delta, the sequence it is applied up to,
 //! the digest of the whole active set) through a `watch` channel. The
-//! checkpointer (`writer::checkpoint`) moves the delta into `frozen`, writes it
+//! checkpointer (`read::checkpoint`) moves the delta into `frozen`, writes it
 //! to disk in one batch, then drops `frozen`: a reader looks a key up in the
 //! delta, then in `frozen`, then on disk, and always finds the newest state the
 //! writer has published (disk is written before `frozen` is dropped).
 //!
-//! Memory is the delta (bounded by the checkpoint's triggers) plus sled's cache,
-//! not the number of indicators; Lookup of an indicator not changed since the
+//! Memory is the delta (bounded by the checkpoint's triggers) plus the state
+//! store's cache and filters, not the states themselves; Lookup of an indicator not changed since the
 //! last checkpoint reads disk (blocking: async callers use `spawn_blocking`).
-//! Snapshots do not read this delta: they stream a pinned checkpoint from disk
+//! Snapshots do not read this delta: they stream a held checkpoint from disk
 //! (`snapshot`, `checkpoint::Pins`). Must never be written by anyone but the
 //! writer and the checkpointer, and never publish a version the log has not made
 //! durable.
@@ -120,22 +120,20 @@ impl ViewWriter {
     /// and digest) and starts the checkpointer; the caller then replays the
     /// log's tail after [`ViewWriter::applied`].
     pub fn open(log: &Log) -> Result<(ViewWriter, View)> {
+        let store = log.states();
         let version = Version {
-            applied: log.state_applied()?,
-            digest: log.digest()?,
+            applied: store.applied()?,
+            digest: store.digest()?,
             ..Version::default()
         };
-        // Undo entries left by a run that stopped mid-checkpoint: no reader now.
-        let dropped = log.drop_undo(u64::MAX)?;
         tracing::info!(
             checkpoint = version.applied,
             digest = %version.digest,
-            dropped_undo = dropped,
             "state view opened on its latest checkpoint"
         );
         let (sender, versions) = watch::channel(Arc::new(version.clone()));
         let sender = Arc::new(sender);
-        let pins = Arc::new(Pins::new(version.applied));
+        let pins = Arc::new(Pins::new(store.hold(version.applied)));
         let checkpointer = Checkpointer::start(log.clone(), sender.clone(), pins.clone())?;
         Ok((
             ViewWriter {

@@ -6,14 +6,12 @@
 //!   `block`: a group's records in blocks of a few KiB; a per-event record of
 //!   earlier versions reads as a block of one). The truth: everything else can
 //!   be rebuilt from it.
-//! - `state`: derived from `events`; indicator key → indicator state as of the
-//!   latest checkpoint (written off the writer's path in small batches, each
-//!   moving the stored digest with the states it writes, the checkpoint's
-//!   sequence last; see [`Log::checkpoint`]), undo entries
-//!   (the states a checkpoint replaced, kept while a snapshot still reads an
-//!   earlier checkpoint), and, written per group, the idempotency index and the
-//!   expiry index (when each active indicator's valid_until passes), in key
-//!   spaces of their own.
+//! - `state`: derived from `events`, written per group: the idempotency index
+//!   and the expiry index (when each active indicator's valid_until passes), in
+//!   key spaces of their own. (The indicator states themselves are in the state
+//!   store beside sled, `states/`: see `state_store`; earlier versions kept
+//!   them in this tree, and a database opened with a new state store has them
+//!   removed from it, see [`Log::open`].)
 //! - `cursors`: durable consumers' acknowledged sequences.
 //! - `orgs`: organisation registry changes made at run time by the regulator
 //!   (org id → the change, encoded by `admin`); they override the registry file.
@@ -31,41 +29,33 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
-use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::indicator::{Category, EventType, IndicatorKey, Kind, Millis, Risk, Tlp};
 use crate::state::{IndicatorState, StateChange};
-use crate::wire::{self, StateHead};
 use crate::writer::block;
+use crate::writer::state_store::StateStore;
 
 /// Record format version, the first byte of every record. Version 2 adds the
 /// request's fingerprint after an idempotency mark; version 1 records still decode.
 const RECORD_VERSION: u8 = 2;
 /// Longest idempotency key, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
-/// Key-space prefixes of the `state` tree (indicator keys start with their kind, 1..=9).
+/// Key-space prefixes of the `state` tree.
 const IDEMPOTENCY_PREFIX: u8 = 0xF0;
-/// Stored indicator states have keys below `[INDICATOR_KEYS_END]`; indexes above.
-pub const INDICATOR_KEYS_END: u8 = IDEMPOTENCY_PREFIX;
 /// Expiry index: `[0xF1][valid_until millis u64 BE][indicator key]` → empty, so a
 /// range scan yields indicators in the order they expire.
 const EXPIRY_PREFIX: u8 = 0xF1;
-/// Undo entries: `[0xF2][indicator key][0xFF][checkpoint u64 BE]` → the stored
-/// state that checkpoint replaced (a value never contains 0xFF: UTF-8), so the
-/// entries of one indicator sort together, oldest checkpoint first.
-const UNDO_PREFIX: u8 = 0xF2;
-const APPLIED_KEY: &[u8] = &[0xFF, b'a', b'p', b'p', b'l', b'i', b'e', b'd'];
-/// The digest of the active set (see `digest`), moved with the states it covers.
-const DIGEST_KEY: &[u8] = &[0xFF, b'd', b'i', b'g', b'e', b's', b't'];
-/// Most states (or undo entries) written in one sled batch (see [`Log::checkpoint`]).
-const CHECKPOINT_PART: usize = 1000;
+/// Most keys removed in one sled batch when old states are cleared (sled 0.34
+/// holds a process-wide lock for the whole of a batch).
+const CLEAR_BATCH: usize = 1000;
 
 /// What subscribers filter on, stored beside each event so that catch-up from the
 /// log filters without decoding events.
@@ -128,15 +118,6 @@ pub struct IdempotencyEntry {
     pub hit: IdempotentHit,
 }
 
-/// One stored indicator state as a snapshot reads it ([`Log::states_as_of`]).
-#[derive(Clone, Debug)]
-pub struct StoredState {
-    /// The fields a snapshot filters on and sums.
-    pub head: StateHead,
-    /// The wire encoding of the `IndicatorState`, as stored.
-    pub encoded: Vec<u8>,
-}
-
 #[derive(Clone)]
 pub struct Log {
     db: sled::Db,
@@ -145,6 +126,8 @@ pub struct Log {
     cursors: sled::Tree,
     orgs: sled::Tree,
     audit: sled::Tree,
+    /// Indicator states as of the latest checkpoint.
+    states: StateStore,
     /// The database directory (for the free space on its filesystem).
     dir: std::sync::Arc<Path>,
     durability: Arc<Durability>,
@@ -227,21 +210,66 @@ impl Durability {
 }
 
 impl Log {
+    /// Opens the database in `dir`: sled's files, and the state store in
+    /// `dir/states` (created when missing: the states are then rebuilt by the
+    /// start-up replay of the whole log, and any states an earlier version
+    /// kept in sled's `state` tree are removed from it).
     pub fn open(dir: &Path) -> Result<Log> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(256 * 1024 * 1024)
             .open()?;
-        Ok(Log {
+        let (states, _) = StateStore::open(&dir.join("states"))?;
+        let log = Log {
             durability: Arc::new(Durability::open(dir)?),
             events: db.open_tree("events")?,
             state: db.open_tree("state")?,
             cursors: db.open_tree("cursors")?,
             orgs: db.open_tree("orgs")?,
             audit: db.open_tree("audit")?,
+            states,
             db,
             dir: dir.into(),
-        })
+        };
+        let cleared = log.clear_old_states()?;
+        if cleared > 0 {
+            tracing::info!(
+                cleared,
+                "removed the indicator states an earlier version kept in sled (now in states/)"
+            );
+        }
+        Ok(log)
+    }
+
+    /// Removes what earlier versions kept in the `state` tree beside the
+    /// indexes (indicator states below the idempotency prefix; undo entries,
+    /// the checkpoint's sequence and digest above the expiry prefix), in small
+    /// batches. Returns how many keys went.
+    fn clear_old_states(&self) -> Result<usize> {
+        let mut cleared = 0;
+        for range in [
+            (Bound::Unbounded, Bound::Excluded(vec![IDEMPOTENCY_PREFIX])),
+            (Bound::Included(vec![EXPIRY_PREFIX + 1]), Bound::Unbounded),
+        ] {
+            loop {
+                let mut batch = sled::Batch::default();
+                let mut keys = 0;
+                for item in self
+                    .state
+                    .range::<Vec<u8>, _>(range.clone())
+                    .take(CLEAR_BATCH)
+                {
+                    batch.remove(item?.0);
+                    keys += 1;
+                }
+                if keys == 0 {
+                    break;
+                }
+                self.state.apply_batch(batch)?;
+                cleared += keys;
+            }
+        }
+        Ok(cleared)
     }
 
     /// The newest sequence in the log (0 when empty).
@@ -317,21 +345,15 @@ impl Log {
         Ok(records)
     }
 
-    /// The current state of one indicator.
+    /// The state of one indicator as of the latest checkpoint.
     pub fn indicator(&self, key: &IndicatorKey) -> Result<Option<IndicatorState>> {
-        self.state
-            .get(key.to_bytes())?
-            .map(|bytes| wire::decode_state(&bytes))
-            .transpose()
+        self.states.get(key)
     }
 
     /// The sequence of the latest checkpoint: the stored states are the state
     /// view as of it (0: none yet).
     pub fn state_applied(&self) -> Result<u64> {
-        match self.state.get(APPLIED_KEY)? {
-            Some(bytes) => sequence_from_key(&bytes),
-            None => Ok(0),
-        }
+        self.states.applied()
     }
 
     /// Stores the indexes kept beside the states for one group's state changes:
@@ -378,191 +400,9 @@ impl Log {
         Ok(())
     }
 
-    /// Writes a checkpoint: `states` (every state changed since the previous
-    /// checkpoint) become the stored states as of sequence `applied`, whose
-    /// active set has `digest`. With `keep_undo`, the stored states they
-    /// replace are kept as undo entries of this checkpoint, so that a reader of
-    /// an earlier checkpoint still reads it ([`Log::states_as_of`]). Not durable
-    /// by itself (the next flush makes it so); a checkpoint lost in a crash is
-    /// redone from the log. Returns how many undo entries were written.
-    ///
-    /// Written in parts of [`CHECKPOINT_PART`] states, one sled batch each:
-    /// sled 0.34 holds a process-wide lock for the whole of a batch, so one
-    /// batch of 50,000 states stopped every reader and writer of every tree
-    /// (catch-up, Lookup, the writer's next group) for 0.2-0.5 s. Each part
-    /// also moves the stored digest by the states it replaces, so after every
-    /// part the stored states and the stored digest agree; the checkpoint's
-    /// sequence is written last. A crash between parts leaves the previous
-    /// checkpoint's sequence over some newer states: replaying the log's tail
-    /// after it skips, for each state, the events it already holds
-    /// (`state::apply`), and reaches the same states and digest.
-    pub fn checkpoint(
-        &self,
-        states: &[&IndicatorState],
-        applied: u64,
-        digest: Digest,
-        keep_undo: bool,
-    ) -> Result<usize> {
-        let mut stored = self.digest()?;
-        let mut undo = 0;
-        for part in states.chunks(CHECKPOINT_PART) {
-            undo += self.checkpoint_part(part, applied, keep_undo, &mut stored)?;
-        }
-        if stored != digest {
-            // The writer's digest and the stored states' disagree: a bug. The
-            // writer's is what clients were told; the states stay as written.
-            tracing::error!(
-                stored = %stored,
-                view = %digest,
-                checkpoint = applied,
-                "the digest of the checkpoint's stored states differs from the view's"
-            );
-        }
-        let mut batch = sled::Batch::default();
-        batch.insert(DIGEST_KEY, &digest.to_bytes());
-        batch.insert(APPLIED_KEY, &applied.to_be_bytes());
-        self.state.apply_batch(batch)?;
-        Ok(undo)
-    }
-
-    /// One part of checkpoint `applied`: `states` stored, with `stored` (the
-    /// digest of the stored active set) moved by what they replace, in one
-    /// batch. Returns how many undo entries it wrote.
-    fn checkpoint_part(
-        &self,
-        states: &[&IndicatorState],
-        applied: u64,
-        keep_undo: bool,
-        stored: &mut Digest,
-    ) -> Result<usize> {
-        let mut batch = sled::Batch::default();
-        let mut undo = 0;
-        for state in states {
-            let key = state.indicator.key.to_bytes();
-            let before = self.state.get(&key)?;
-            // Only whether the replaced state was active counts: its head says.
-            let was_active = before
-                .as_deref()
-                .map(wire::decode_state_head)
-                .transpose()?
-                .is_some_and(|head| head.is_active());
-            stored.move_indicator(&state.indicator.key, was_active, state.is_active());
-            if let Some(before) = before.filter(|_| keep_undo) {
-                batch.insert(undo_key(&key, applied), before);
-                undo += 1;
-            }
-            batch.insert(key, wire::encode_state(state));
-        }
-        batch.insert(DIGEST_KEY, &stored.to_bytes());
-        self.state.apply_batch(batch)?;
-        Ok(undo)
-    }
-
-    /// Removes the undo entries of checkpoints at or before `upto`: no reader
-    /// reads a checkpoint older than `upto` any more. Returns how many went.
-    /// Removed in batches of [`CHECKPOINT_PART`] (see [`Log::checkpoint`]).
-    pub fn drop_undo(&self, upto: u64) -> Result<usize> {
-        let mut dropped = 0;
-        let mut from = vec![UNDO_PREFIX];
-        loop {
-            let mut batch = sled::Batch::default();
-            let mut removing = 0;
-            let mut examined = 0;
-            let mut last = None;
-            for item in self.state.range(from.clone()..vec![UNDO_PREFIX + 1]) {
-                let (key, _) = item?;
-                let at = key
-                    .len()
-                    .checked_sub(8)
-                    .and_then(|start| key.get(start..))
-                    .map(sequence_from_key)
-                    .transpose()?
-                    .unwrap_or(0);
-                if at <= upto {
-                    batch.remove(key.clone());
-                    removing += 1;
-                }
-                last = Some(key);
-                examined += 1;
-                if examined == CHECKPOINT_PART {
-                    break;
-                }
-            }
-            if removing > 0 {
-                self.state.apply_batch(batch)?;
-                dropped += removing;
-            }
-            match last {
-                Some(key) if examined == CHECKPOINT_PART => {
-                    from = key.to_vec();
-                    from.push(0);
-                }
-                _ => return Ok(dropped),
-            }
-        }
-    }
-
-    /// Stored states with keys in `from..to` as they were at checkpoint `as_of`
-    /// (states written by later checkpoints are read from their undo entries;
-    /// indicators first stored after `as_of` are left out), those `keep` accepts,
-    /// examining at most `max_examined` keys. Each comes as its stored bytes (the
-    /// wire encoding a snapshot sends as it is) with the few fields read from
-    /// them. The caller must hold `as_of` pinned (see `checkpoint::Pins`) so
-    /// that its undo entries stay. Returns the states and, when keys may
-    /// remain, the last key examined (continue after it).
-    pub fn states_as_of(
-        &self,
-        as_of: u64,
-        from: std::ops::Bound<Vec<u8>>,
-        to: &[u8],
-        max_examined: usize,
-        mut keep: impl FnMut(&StateHead) -> bool,
-    ) -> Result<(Vec<StoredState>, Option<Vec<u8>>)> {
-        use std::ops::Bound;
-        let mut states = Vec::new();
-        let mut examined = 0;
-        for item in self
-            .state
-            .range::<Vec<u8>, _>((from, Bound::Excluded(to.to_vec())))
-        {
-            let (key, value) = item?;
-            let mut state = Some((wire::decode_state_head(&value)?, value));
-            if state
-                .as_ref()
-                .is_some_and(|(head, _)| head.last_sequence > as_of)
-            {
-                let undo_from = undo_key(&key, as_of + 1);
-                let undo_to = undo_key(&key, u64::MAX);
-                state = match self.state.range(undo_from..=undo_to).next().transpose()? {
-                    Some((_, before)) => Some((wire::decode_state_head(&before)?, before)),
-                    // Not replaced since `as_of` but stored after it: not there yet.
-                    None => None,
-                };
-            }
-            if let Some((head, encoded)) = state.filter(|(head, _)| keep(head)) {
-                states.push(StoredState {
-                    head,
-                    encoded: encoded.to_vec(),
-                });
-            }
-            examined += 1;
-            if examined >= max_examined {
-                return Ok((states, Some(key.to_vec())));
-            }
-        }
-        Ok((states, None))
-    }
-
-    /// The digest of the active indicators as of the latest checkpoint (empty set
-    /// when none is stored).
-    pub fn digest(&self) -> Result<Digest> {
-        match self.state.get(DIGEST_KEY)? {
-            Some(bytes) => Digest::from_stored(&bytes).ok_or_else(|| Error::Corrupt {
-                sequence: 0,
-                problem: format!("the stored digest has {} bytes, not 32", bytes.len()),
-            }),
-            None => Ok(Digest::EMPTY),
-        }
+    /// The indicator states, as of their latest checkpoint.
+    pub fn states(&self) -> &StateStore {
+        &self.states
     }
 
     /// Active indicators whose valid_until is at or before `now`, soonest first, at
@@ -607,15 +447,6 @@ impl Log {
             count: u32::from_be_bytes(count.try_into().map_err(|_| corrupt())?),
             fingerprint,
         }))
-    }
-
-    /// Every indicator state, in key order (kind, then value).
-    pub fn indicators(&self) -> impl Iterator<Item = Result<IndicatorState>> + use<> {
-        let first = [Kind::PhoneNumber as i32 as u8];
-        let end = [IDEMPOTENCY_PREFIX];
-        self.state
-            .range(first..end)
-            .map(|item| wire::decode_state(&item?.1))
     }
 
     /// A durable consumer's acknowledged sequence.
@@ -695,7 +526,7 @@ impl Log {
 
     /// Bytes the database takes on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.db.size_on_disk()? + self.states.size_on_disk()?)
     }
 
     /// Bytes available to the hub (not root) on the filesystem that holds the database.
@@ -724,15 +555,6 @@ fn idempotency_key(org_id: &str, key: &str) -> Vec<u8> {
     bytes.extend_from_slice(org_id.as_bytes());
     bytes.push(0);
     bytes.extend_from_slice(key.as_bytes());
-    bytes
-}
-
-fn undo_key(indicator_key: &[u8], checkpoint: u64) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(10 + indicator_key.len());
-    bytes.push(UNDO_PREFIX);
-    bytes.extend_from_slice(indicator_key);
-    bytes.push(0xFF);
-    bytes.extend_from_slice(&checkpoint.to_be_bytes());
     bytes
 }
 
@@ -924,7 +746,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto;
+    use crate::digest::Digest;
 
     fn record(sequence: u64, idempotency: Option<IdempotencyMark>) -> Record {
         Record {
@@ -1083,21 +905,22 @@ mod tests {
                 digest.apply(change);
             }
             let stored: Vec<_> = changes.iter().map(|c| c.after).collect();
-            log.checkpoint(&stored, sequence, digest, false)
+            log.states()
+                .checkpoint(&stored, sequence, digest)
                 .expect("checkpoint");
             for (key, (_, after)) in group {
                 states.insert(key, after);
             }
             let mut computed = Digest::EMPTY;
-            for state in log.indicators() {
+            for state in log.states().indicators() {
                 let state = state.expect("state");
                 if state.is_active() {
                     computed.add(&state.indicator.key);
                 }
             }
-            assert_eq!(log.digest().expect("digest"), computed);
+            assert_eq!(log.states().digest().expect("digest"), computed);
         }
-        assert_ne!(log.digest().expect("digest"), Digest::EMPTY);
+        assert_ne!(log.states().digest().expect("digest"), Digest::EMPTY);
     }
 
     /// The expiry index follows the states: an entry per active indicator with a
@@ -1141,7 +964,8 @@ mod tests {
             after,
         });
         log.apply_indexes(&changes, &[]).expect("index");
-        log.checkpoint(&[&a, &b, &c], 3, Digest::EMPTY, false)
+        log.states()
+            .checkpoint(&[&a, &b, &c], 3, Digest::EMPTY)
             .expect("checkpoint");
         let expiring = |due, next| Expiring { due, next };
         assert_eq!(
@@ -1173,124 +997,18 @@ mod tests {
             &[],
         )
         .expect("index");
-        log.checkpoint(&[&b_extended, &a_revoked], 5, Digest::EMPTY, false)
+        log.states()
+            .checkpoint(&[&b_extended, &a_revoked], 5, Digest::EMPTY)
             .expect("checkpoint");
         assert_eq!(
             log.expiring(2_500, 10).expect("scan"),
             expiring(vec![], Some(3_000))
         );
-        assert_eq!(log.indicators().count(), 3, "index entries are not states");
-    }
-
-    /// A reader of an earlier checkpoint reads it exactly while a later one
-    /// overwrites it (with undo entries): replaced states as they were, states
-    /// stored later left out; the undo entries go once no reader needs them.
-    #[test]
-    fn an_earlier_checkpoint_stays_readable_through_undo_entries() {
-        use crate::indicator::{Indicator, Status};
-        use std::ops::Bound;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = Log::open(dir.path()).expect("open");
-        let state = |value: &str, status: Status, last_sequence: u64| IndicatorState {
-            indicator: Indicator {
-                key: IndicatorKey {
-                    kind: Kind::PhoneNumber,
-                    value: value.into(),
-                },
-                category: Category::FraudCall,
-                risk: Risk::High,
-                description: String::new(),
-                valid_until: None,
-                tlp: Tlp::Green,
-            },
-            status,
-            source_org: "police".into(),
-            reporters: Default::default(),
-            first_seen: 0,
-            last_seen: 0,
-            actions: Vec::new(),
-            history_length: 1,
-            last_sequence,
-            revoke_reason: String::new(),
-        };
-        let a1 = state("+911", Status::Active, 1);
-        let b2 = state("+912", Status::Active, 2);
-        log.checkpoint(&[&a1, &b2], 2, Digest::EMPTY, false)
-            .expect("first checkpoint");
-        let a3 = state("+911", Status::Revoked, 3);
-        let c4 = state("+913", Status::Active, 4);
         assert_eq!(
-            log.checkpoint(&[&a3, &c4], 4, Digest::EMPTY, true)
-                .expect("second checkpoint"),
-            1,
-            "one state replaced, one new"
+            log.states().indicators().count(),
+            3,
+            "index entries are not states"
         );
-        // Each stored state's bytes decode as the wire type, and its head
-        // holds the same key and sequence.
-        let decoded = |states: Vec<StoredState>| -> Vec<proto::IndicatorState> {
-            states
-                .iter()
-                .map(|s| {
-                    let state =
-                        <proto::IndicatorState as prost::Message>::decode(s.encoded.as_slice())
-                            .expect("decodes");
-                    assert_eq!(s.head.last_sequence, state.last_sequence);
-                    assert_eq!(
-                        s.head.indicator.as_ref().map(|i| &i.value),
-                        state.indicator.as_ref().map(|i| &i.value)
-                    );
-                    state
-                })
-                .collect()
-        };
-        let read = |as_of| {
-            decoded(
-                log.states_as_of(
-                    as_of,
-                    Bound::Included(vec![1]),
-                    &[INDICATOR_KEYS_END],
-                    100,
-                    |_| true,
-                )
-                .expect("read")
-                .0,
-            )
-        };
-        let stored = |states: &[&IndicatorState]| -> Vec<proto::IndicatorState> {
-            states.iter().map(|s| wire::state_to_proto(s)).collect()
-        };
-        assert_eq!(read(2), stored(&[&a1, &b2]));
-        assert_eq!(read(4), stored(&[&a3, &b2, &c4]));
-        // Paging: one key at a time, continuing after the last key examined.
-        let (page, next) = log
-            .states_as_of(
-                2,
-                Bound::Included(vec![1]),
-                &[INDICATOR_KEYS_END],
-                1,
-                |_| true,
-            )
-            .expect("page");
-        assert_eq!(decoded(page), stored(&[&a1]));
-        let (page, _) = log
-            .states_as_of(
-                2,
-                Bound::Excluded(next.expect("more")),
-                &[INDICATOR_KEYS_END],
-                1,
-                |_| true,
-            )
-            .expect("page");
-        assert_eq!(decoded(page), stored(&[&b2]));
-
-        assert_eq!(
-            log.drop_undo(2).expect("drop"),
-            0,
-            "checkpoint 2 is still read"
-        );
-        assert_eq!(log.drop_undo(4).expect("drop"), 1);
-        assert_eq!(log.state_applied().expect("applied"), 4);
-        assert_eq!(log.indicators().count(), 3, "undo entries are not states");
     }
 
     #[test]
@@ -1301,126 +1019,35 @@ mod tests {
         }
     }
 
-    /// Regression (issue 13): one sled batch per checkpoint held sled's
-    /// process-wide lock for the whole batch, stalling every reader and the
-    /// writer. Written in parts, a checkpoint cut short by a crash between two
-    /// parts leaves the previous checkpoint's sequence over some newer states;
-    /// the stored digest agrees with the stored states after every part, and
-    /// replaying the tail over them skips what a state already holds and
-    /// reaches the states and digest the whole checkpoint would have stored.
+    /// A database of an earlier version kept its indicator states, undo
+    /// entries and checkpoint in sled's `state` tree: opened with a new state
+    /// store, those go (the start-up replay rebuilds the states), and the
+    /// idempotency and expiry indexes beside them stay.
     #[test]
-    fn a_checkpoint_cut_short_between_parts_is_repaired_by_replaying_the_tail() {
-        use crate::group::StateOverlay;
-        use crate::indicator::{Event, Indicator, Source, Status};
+    fn states_an_earlier_version_kept_in_sled_are_cleared_and_the_indexes_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = Log::open(dir.path()).expect("open");
-        let key = |value: &str| IndicatorKey {
-            kind: Kind::PhoneNumber,
-            value: value.into(),
-        };
-        let indicator = |value: &str| Indicator {
-            key: key(value),
-            category: Category::FraudCall,
-            risk: Risk::High,
-            description: String::new(),
-            valid_until: None,
-            tlp: Tlp::Green,
-        };
-        let event = |sequence: u64, event_type: EventType, value: &str| Event {
-            sequence,
-            event_id: uuid::Uuid::now_v7(),
-            event_type,
-            indicator: indicator(value),
-            source: Source {
-                org_id: "police-a".into(),
-                cert_serial: "01".into(),
-            },
-            time: 1_000 + sequence as Millis,
-            reason: String::new(),
-            action: None,
-        };
-        let replay = |events: &[Event], digest: Digest| {
-            let mut overlay = StateOverlay::default();
-            for event in events {
-                overlay.apply(event, |k| log.indicator(k)).expect("replay");
-            }
-            let mut digest = digest;
-            let mut changed = Vec::new();
-            for change in overlay.changed() {
-                digest.apply(&change);
-                changed.push(change.after.clone());
-            }
-            (changed, digest)
-        };
-        let history = [
-            event(1, EventType::Published, "+919800000001"),
-            event(2, EventType::Published, "+919800000002"),
-            event(3, EventType::Revoked, "+919800000001"),
-            event(4, EventType::Published, "+919800000003"),
+        let old_keys: [&[u8]; 4] = [
+            &[Kind::PhoneNumber as i32 as u8, b'+', b'9', b'1'],
+            &[0xF2, 1, 2, 0xFF, 0, 0, 0, 0, 0, 0, 0, 4],
+            b"\xFFapplied",
+            b"\xFFdigest",
         ];
-        // Checkpoint 2: two active numbers.
-        let (states, at_2) = replay(&history[..2], Digest::EMPTY);
-        log.checkpoint(&states.iter().collect::<Vec<_>>(), 2, at_2, false)
-            .expect("checkpoint 2");
-        // Checkpoint 4 would store the revoked first number and the third; only
-        // its first part, the revoked number, reaches disk before the crash.
-        let (newer, at_4) = replay(&history[2..], at_2);
-        let revoked = newer
-            .iter()
-            .find(|s| s.status == Status::Revoked)
-            .expect("the revocation changed a state");
-        let mut stored = log.digest().expect("digest");
-        log.checkpoint_part(&[revoked], 4, false, &mut stored)
-            .expect("part");
+        for key in old_keys {
+            log.state.insert(key, &[1u8][..]).expect("insert");
+        }
+        let indexes: [&[u8]; 2] = [&[IDEMPOTENCY_PREFIX, b'o', 0, b'k'], &[EXPIRY_PREFIX, 9]];
+        for key in indexes {
+            log.state.insert(key, &[2u8][..]).expect("insert");
+        }
         drop(log);
         let log = Log::open(dir.path()).expect("reopen");
-        assert_eq!(
-            log.state_applied().expect("applied"),
-            2,
-            "checkpoint 4 was not completed"
-        );
-        let mut of_stored = Digest::EMPTY;
-        for state in log.indicators() {
-            let state = state.expect("state");
-            if state.is_active() {
-                of_stored.add(&state.indicator.key);
-            }
-        }
-        assert_eq!(
-            log.digest().expect("digest"),
-            of_stored,
-            "the stored digest covers the stored states"
-        );
-        // Start-up replays the tail after checkpoint 2 over the stored states.
-        let replay_after_restart = |events: &[Event]| {
-            let mut overlay = StateOverlay::default();
-            for event in events {
-                overlay.apply(event, |k| log.indicator(k)).expect("replay");
-            }
-            let mut digest = log.digest().expect("digest");
-            let changed: Vec<_> = overlay
-                .changed()
-                .into_iter()
-                .map(|change| {
-                    digest.apply(&change);
-                    change.after.indicator.key.value.clone()
-                })
-                .collect();
-            (changed, digest)
-        };
-        let (changed, digest) = replay_after_restart(&history[2..]);
-        assert_eq!(
-            changed,
-            ["+919800000003"],
-            "the revocation already stored is skipped"
-        );
-        assert_eq!(
-            digest, at_4,
-            "the digest the whole checkpoint would have stored"
-        );
-        let mut expected = Digest::EMPTY;
-        expected.add(&key("+919800000002"));
-        expected.add(&key("+919800000003"));
-        assert_eq!(at_4, expected);
+        let left: Vec<Vec<u8>> = log
+            .state
+            .iter()
+            .map(|item| item.expect("read").0.to_vec())
+            .collect();
+        assert_eq!(left, indexes.map(<[u8]>::to_vec));
+        assert_eq!(log.state_applied().expect("applied"), 0);
     }
 }

@@ -514,7 +514,8 @@ mod tests {
     fn a_checkpoint_ahead_of_the_log_is_refused_not_replayed_over() {
         let dir = tempfile::tempdir().expect("dir");
         let log = Log::open(dir.path()).expect("log");
-        log.checkpoint(&[], 3, Default::default(), false)
+        log.states()
+            .checkpoint(&[], 3, Default::default())
             .expect("checkpoint");
         let refused = Sequencer::start(log, 16).map(|_| ()).expect_err("refused");
         assert!(

@@ -619,6 +619,9 @@ async fn a_certificate_naming_no_organisation_or_two_gets_nothing() {
     // A certificate of this CA that names one organisation is served.
     let good = ca.issue(&["urn:dip:org:mumbai-police"], false);
     let certs = write_certs(&dir, "good", &good, &files.ca_cert);
+    // The harness could not wait for this hub (its certificates are the
+    // test's): the refusals above need no database; the publish does.
+    wait_until_serving(&hub.url(), &certs).await;
     let mut police = hub.client_with(&certs).await.expect("connects");
     let response = publish(&mut police, vec![phone_indicator(1)]).await;
     assert_eq!(

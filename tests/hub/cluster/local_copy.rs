@@ -156,7 +156,8 @@ async fn a_checkpoint_ahead_of_the_local_log_is_repaired_from_the_stream(
             let scratch = tempfile::tempdir().expect("dir");
             let source = Log::open(scratch.path()).expect("log");
             source
-                .checkpoint(&[], 2, Default::default(), false)
+                .states()
+                .checkpoint(&[], 2, Default::default())
                 .expect("checkpoint");
             let _ = factory(source.clone()).expect("repairs the scratch copy");
             source.read(1, 2, 2, usize::MAX).expect("read")
@@ -166,7 +167,8 @@ async fn a_checkpoint_ahead_of_the_local_log_is_repaired_from_the_stream(
     .expect("reads");
     damaged.append(&kept).expect("append");
     damaged
-        .checkpoint(&[], 5, Default::default(), false)
+        .states()
+        .checkpoint(&[], 5, Default::default())
         .expect("checkpoint");
     damaged.flush().expect("flush");
     let factory = node.backend_factory();
