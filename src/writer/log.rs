@@ -608,10 +608,11 @@ fn cursor_key(org_id: &str, consumer: &str) -> Vec<u8> {
     bytes
 }
 
-fn sequence_from_key(bytes: &[u8]) -> Result<u64> {
+/// A stored big-endian sequence (a key or a value).
+pub(crate) fn sequence_from_key(bytes: &[u8]) -> Result<u64> {
     let array: [u8; 8] = bytes.try_into().map_err(|_| Error::Corrupt {
         sequence: 0,
-        problem: format!("a sequence key has {} bytes, not 8", bytes.len()),
+        problem: format!("a stored sequence has {} bytes, not 8", bytes.len()),
     })?;
     Ok(u64::from_be_bytes(array))
 }

@@ -87,6 +87,15 @@ impl BenchDir {
             .chain((1..=subscribers).map(subscriber_org))
             .collect();
         pki::init_dev_pki(&dir.path().join("pki"), &orgs, &["localhost", "127.0.0.1"])?;
+        // For profiling a loaded database afterwards (e.g. the hub's start-up).
+        let mut dir = dir;
+        if std::env::var_os("DIP_BENCH_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!(
+                "DIP_BENCH_KEEP: keeping {} (delete it yourself)",
+                dir.path().display()
+            );
+        }
         Ok(BenchDir { dir })
     }
 
