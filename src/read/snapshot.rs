@@ -126,6 +126,37 @@ impl Message for SnapshotChunk {
     }
 }
 
+/// What the snapshot has read so far: the messages filled and not yet sent,
+/// the one being filled, and the count and digest of every state taken.
+#[derive(Default)]
+struct Page {
+    full: Vec<SnapshotChunk>,
+    open: SnapshotChunk,
+    digest: Digest,
+    count: u64,
+}
+
+impl Page {
+    /// Takes one stored state into the snapshot.
+    fn add(&mut self, head: StateHead, encoded: &[u8], as_of_sequence: u64) {
+        if let Some(indicator) = head.indicator {
+            self.digest.add(&IndicatorKey {
+                kind: Kind::try_from(indicator.kind).unwrap_or(Kind::Unspecified),
+                value: indicator.value,
+            });
+        }
+        self.open.push(encoded);
+        self.count += 1;
+        if self.open.indicators >= CHUNK_INDICATORS || self.open.bytes.len() >= CHUNK_BYTES {
+            let full = std::mem::take(&mut self.open).finish(proto::SnapshotResponse {
+                as_of_sequence,
+                ..Default::default()
+            });
+            self.full.push(full);
+        }
+    }
+}
+
 /// Starts a snapshot as of a checkpoint at or after `at_least` (the view's
 /// applied sequence when the request came: the snapshot asks for a checkpoint
 /// and waits for it if the latest is older); the messages come out of the
@@ -157,60 +188,62 @@ async fn run(
     let pins = view.pins().clone();
     let checkpoint = Arc::new(blocking(move || pins.pin(at_least)).await?);
     let as_of_sequence = checkpoint.at;
-    let fields = || proto::SnapshotResponse {
-        as_of_sequence,
-        ..Default::default()
-    };
     let select = Arc::new((filter, viewer));
     let ranges = key_ranges(&select.0);
-    let read = |range: usize, from: Bound<Vec<u8>>| {
+    // Each page is read, filtered, summed and cut into messages in one
+    // blocking task (the stored bytes copied once, into the message); the
+    // next page is read while the one before it is sent.
+    let read = |range: usize, from: Bound<Vec<u8>>, mut page: Page| {
         let (log, select, end) = (view.log().clone(), select.clone(), ranges[range].1.clone());
         let checkpoint = checkpoint.clone();
         tokio::task::spawn_blocking(move || {
             let (filter, viewer) = &*select;
-            log.states()
-                .states_in(&checkpoint, from, &end, PAGE, |s| filter.matches(viewer, s))
+            let next = log
+                .states()
+                .states_in(&checkpoint, from, &end, PAGE, |head, bytes| {
+                    if filter.matches(viewer, &head) {
+                        page.add(head, bytes, as_of_sequence);
+                    }
+                })?;
+            Ok::<_, Error>((page, next))
         })
     };
-    let mut chunk = SnapshotChunk::default();
-    let mut digest = Digest::EMPTY;
-    let mut count = 0u64;
-    // One page is read ahead while the one before it is sent.
-    let mut reading = Some((0, read(0, Bound::Included(ranges[0].0.clone()))));
-    while let Some((range, page)) = reading.take() {
-        let (page, next) = page.await.map_err(|e| {
+    let first = Bound::Included(ranges[0].0.clone());
+    let mut reading = Some((0, read(0, first, Page::default())));
+    let mut page = Page::default();
+    while let Some((range, read_page)) = reading.take() {
+        let next;
+        (page, next) = read_page.await.map_err(|e| {
             Error::Unavailable(format!("the snapshot's storage read was interrupted: {e}"))
         })??;
-        reading = match next {
-            Some(key) => Some((range, read(range, Bound::Excluded(key)))),
-            None if range + 1 < ranges.len() => Some((
-                range + 1,
-                read(range + 1, Bound::Included(ranges[range + 1].0.clone())),
-            )),
-            None => None,
+        let full = std::mem::take(&mut page.full);
+        let carried = Page {
+            full: Vec::new(),
+            ..std::mem::take(&mut page)
         };
-        for state in page {
-            if let Some(indicator) = state.head.indicator {
-                digest.add(&IndicatorKey {
-                    kind: Kind::try_from(indicator.kind).unwrap_or(Kind::Unspecified),
-                    value: indicator.value,
-                });
+        reading = match next {
+            Some(key) => Some((range, read(range, Bound::Excluded(key), carried))),
+            None if range + 1 < ranges.len() => {
+                let from = Bound::Included(ranges[range + 1].0.clone());
+                Some((range + 1, read(range + 1, from, carried)))
             }
-            chunk.push(&state.encoded);
-            count += 1;
-            if chunk.indicators >= CHUNK_INDICATORS || chunk.bytes.len() >= CHUNK_BYTES {
-                let full = std::mem::take(&mut chunk).finish(fields());
-                if !send(messages, stop, full).await {
-                    return Ok(());
-                }
+            None => {
+                page = carried;
+                None
+            }
+        };
+        for message in full {
+            if !send(messages, stop, message).await {
+                return Ok(());
             }
         }
     }
-    let last = chunk.finish(proto::SnapshotResponse {
-        digest: digest.to_hex(),
+    let last = page.open.finish(proto::SnapshotResponse {
+        as_of_sequence,
+        digest: page.digest.to_hex(),
         last: true,
-        count,
-        ..fields()
+        count: page.count,
+        ..Default::default()
     });
     send(messages, stop, last).await;
     drop(checkpoint);

@@ -52,15 +52,6 @@ const JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 /// A memtable this large is flushed to a table.
 const MEMTABLE_BYTES: u64 = 32 * 1024 * 1024;
 
-/// One stored indicator state as a snapshot reads it.
-#[derive(Clone, Debug)]
-pub struct StoredState {
-    /// The fields a snapshot filters on and sums.
-    pub head: StateHead,
-    /// The wire encoding of the `IndicatorState`, as stored.
-    pub encoded: Vec<u8>,
-}
-
 /// The stored states as of one checkpoint, readable for as long as it is held
 /// whatever later checkpoints write. Cheap to clone.
 #[derive(Clone)]
@@ -158,37 +149,29 @@ impl StateStore {
         }
     }
 
-    /// Stored states of `checkpoint` with keys in `from..to`, those `keep`
-    /// accepts, examining at most `max_examined` keys. Each comes as its
-    /// stored bytes (the wire encoding a snapshot sends as it is) with the few
-    /// fields read from them. Returns the states and, when keys may remain,
-    /// the last key examined (continue after it).
+    /// Visits the stored states of `checkpoint` with keys in `from..to`, in
+    /// key order, at most `max_examined`: each as the few fields read from it
+    /// and its stored bytes (the wire encoding a snapshot sends as it is).
+    /// Returns, when keys may remain, the last key visited (continue after it).
     pub fn states_in(
         &self,
         checkpoint: &Checkpoint,
         from: Bound<Vec<u8>>,
         to: &[u8],
         max_examined: usize,
-        mut keep: impl FnMut(&StateHead) -> bool,
-    ) -> Result<(Vec<StoredState>, Option<Vec<u8>>)> {
-        let mut states = Vec::new();
+        mut visit: impl FnMut(StateHead, &[u8]),
+    ) -> Result<Option<Vec<u8>>> {
         let mut examined = 0;
         let range = (from, Bound::Excluded(to.to_vec()));
         for item in checkpoint.snapshot.range(&self.states, range) {
             let (key, value) = item.into_inner()?;
-            let head = wire::decode_state_head(&value)?;
-            if keep(&head) {
-                states.push(StoredState {
-                    head,
-                    encoded: value.to_vec(),
-                });
-            }
+            visit(wire::decode_state_head(&value)?, &value);
             examined += 1;
             if examined >= max_examined {
-                return Ok((states, Some(key.to_vec())));
+                return Ok(Some(key.to_vec()));
             }
         }
-        Ok((states, None))
+        Ok(None)
     }
 
     /// Every stored indicator state, in key order (kind, then value).
@@ -260,57 +243,37 @@ mod tests {
             .expect("checkpoint 4");
         let now = store.hold(4);
 
-        let decoded = |states: Vec<StoredState>| -> Vec<proto::IndicatorState> {
-            states
-                .iter()
-                .map(|s| {
-                    let state =
-                        <proto::IndicatorState as prost::Message>::decode(s.encoded.as_slice())
-                            .expect("decodes");
-                    assert_eq!(s.head.last_sequence, state.last_sequence);
-                    state
-                })
-                .collect()
-        };
-        let all = |checkpoint: &Checkpoint| {
-            let (page, next) = store
+        // Each state as its stored bytes, decoded as the wire type; its head
+        // agrees.
+        let read = |checkpoint: &Checkpoint, from: Bound<Vec<u8>>, max: usize| {
+            let mut states = Vec::new();
+            let next = store
                 .states_in(
                     checkpoint,
-                    Bound::Included(vec![1]),
+                    from,
                     &[INDICATOR_KEYS_END],
-                    100,
-                    |_| true,
+                    max,
+                    |head, bytes| {
+                        let state = <proto::IndicatorState as prost::Message>::decode(bytes)
+                            .expect("decodes");
+                        assert_eq!(head.last_sequence, state.last_sequence);
+                        states.push(state);
+                    },
                 )
                 .expect("read");
-            assert_eq!(next, None);
-            decoded(page)
+            (states, next)
         };
         let wire = |states: &[&IndicatorState]| -> Vec<proto::IndicatorState> {
             states.iter().map(|s| wire::state_to_proto(s)).collect()
         };
-        assert_eq!(all(&held), wire(&[&a1, &b2]));
-        assert_eq!(all(&now), wire(&[&a3, &b2, &c4]));
+        let first = || Bound::Included(vec![1]);
+        assert_eq!(read(&held, first(), 100), (wire(&[&a1, &b2]), None));
+        assert_eq!(read(&now, first(), 100), (wire(&[&a3, &b2, &c4]), None));
         // Paging: one key at a time, continuing after the last key examined.
-        let (page, next) = store
-            .states_in(
-                &held,
-                Bound::Included(vec![1]),
-                &[INDICATOR_KEYS_END],
-                1,
-                |_| true,
-            )
-            .expect("page");
-        assert_eq!(decoded(page), wire(&[&a1]));
-        let (page, _) = store
-            .states_in(
-                &held,
-                Bound::Excluded(next.expect("more")),
-                &[INDICATOR_KEYS_END],
-                1,
-                |_| true,
-            )
-            .expect("page");
-        assert_eq!(decoded(page), wire(&[&b2]));
+        let (page, next) = read(&held, first(), 1);
+        assert_eq!(page, wire(&[&a1]));
+        let (page, _) = read(&held, Bound::Excluded(next.expect("more")), 1);
+        assert_eq!(page, wire(&[&b2]));
         // The latest checkpoint's sequence and digest, also after a reopen.
         drop((held, now));
         assert_eq!(store.applied().expect("applied"), 4);
