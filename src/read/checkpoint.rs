@@ -190,8 +190,8 @@ impl Checkpointer {
 }
 
 impl Drop for Checkpointer {
-    /// Stops the checkpointer (a checkpoint being written is finished; none is
-    /// started: the next start replays the tail) and takes its store back, so
+    /// Stops the checkpointer (after a last checkpoint of what the view has
+    /// applied) and takes its store back, so
     /// that sled's last handle is never dropped on the checkpoint thread: the
     /// owner of the hub closes the database (sled flushes on the last drop).
     fn drop(&mut self) {
@@ -237,6 +237,12 @@ impl Worker {
                 state.stopping
             };
             if stopping {
+                // A last checkpoint, so that the next start has no tail to
+                // replay (writing it costs less than replaying it: up to
+                // [`DELTA_CAP`] states in one batch against that many events).
+                if let Err(error) = self.checkpoint() {
+                    tracing::warn!(%error, "the last state checkpoint before stopping failed; the next start replays the tail");
+                }
                 return self.log;
             }
             last = Instant::now();

@@ -296,6 +296,9 @@ impl ChildHub {
     pub async fn stop(self) -> Result<()> {
         let data_dir = self.data_dir.clone();
         let stopped = self.terminate().await;
+        if std::env::var_os("DIP_BENCH_KEEP").is_some() {
+            return stopped;
+        }
         let removed = tokio::task::spawn_blocking(move || {
             let removed = std::fs::remove_dir_all(&data_dir);
             // SAFETY: sync(2) takes no arguments and has no memory effects; it
