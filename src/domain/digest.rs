@@ -11,9 +11,9 @@
 //! depend on anything but (kind, value): not on risk, time or the hub's version.
 
 use crate::proto::ValueName;
-use ring::digest::{SHA256, digest};
+use ring::digest::{Context, SHA256};
 
-use crate::indicator::IndicatorKey;
+use crate::indicator::{IndicatorKey, Kind};
 use crate::state::StateChange;
 
 /// A sum of indicator hashes modulo 2^256, as four 64-bit limbs, most significant first.
@@ -26,11 +26,16 @@ impl Digest {
 
     /// The hash of one indicator, as a digest of the set holding only it.
     pub fn of(key: &IndicatorKey) -> Digest {
-        let mut input = Vec::with_capacity(24 + key.value.len());
-        input.extend_from_slice(key.kind.short_name().as_bytes());
-        input.push(b':');
-        input.extend_from_slice(key.value.as_bytes());
-        Digest::from_bytes(digest(&SHA256, &input).as_ref())
+        Digest::of_parts(key.kind, &key.value)
+    }
+
+    /// [`Digest::of`] the indicator of `kind` with (normalized) `value`.
+    pub fn of_parts(kind: Kind, value: &str) -> Digest {
+        let mut input = Context::new(&SHA256);
+        input.update(kind.short_name().as_bytes());
+        input.update(b":");
+        input.update(value.as_bytes());
+        Digest::from_bytes(input.finish().as_ref())
     }
 
     fn from_bytes(bytes: &[u8]) -> Digest {
@@ -46,6 +51,11 @@ impl Digest {
     /// Adds an indicator to the set.
     pub fn add(&mut self, key: &IndicatorKey) {
         *self = self.plus(Digest::of(key));
+    }
+
+    /// [`Digest::add`] the indicator of `kind` with (normalized) `value`.
+    pub fn add_parts(&mut self, kind: Kind, value: &str) {
+        *self = self.plus(Digest::of_parts(kind, value));
     }
 
     /// Removes an indicator from the set.

@@ -27,7 +27,7 @@ use tonic::Status;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::indicator::{Category, IndicatorKey, Kind, Risk, Tlp};
+use crate::indicator::{Category, Kind, Risk, Tlp};
 use crate::policy;
 use crate::proto;
 use crate::registry::Org;
@@ -55,7 +55,7 @@ pub struct SnapshotFilter {
 
 impl SnapshotFilter {
     /// Is `state` (read from its stored bytes) in the snapshot `viewer` asked for?
-    pub fn matches(&self, viewer: &Org, state: &StateHead) -> bool {
+    pub fn matches(&self, viewer: &Org, state: &StateHead<'_>) -> bool {
         let Some(indicator) = &state.indicator else {
             return false;
         };
@@ -69,7 +69,7 @@ impl SnapshotFilter {
                     .iter()
                     .any(|c| *c as i32 == indicator.category))
             && self.min_risk.is_none_or(|min| indicator.risk >= min as i32)
-            && policy::may_see(viewer, tlp, &state.source_org)
+            && policy::may_see(viewer, tlp, state.source_org)
     }
 }
 
@@ -138,12 +138,10 @@ struct Page {
 
 impl Page {
     /// Takes one stored state into the snapshot.
-    fn add(&mut self, head: StateHead, encoded: &[u8], as_of_sequence: u64) {
+    fn add(&mut self, head: StateHead<'_>, encoded: &[u8], as_of_sequence: u64) {
         if let Some(indicator) = head.indicator {
-            self.digest.add(&IndicatorKey {
-                kind: Kind::try_from(indicator.kind).unwrap_or(Kind::Unspecified),
-                value: indicator.value,
-            });
+            let kind = Kind::try_from(indicator.kind).unwrap_or(Kind::Unspecified);
+            self.digest.add_parts(kind, indicator.value);
         }
         self.open.push(encoded);
         self.count += 1;

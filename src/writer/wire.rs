@@ -139,48 +139,132 @@ pub fn encode_state(state: &IndicatorState) -> Vec<u8> {
 
 /// What a snapshot needs of a stored state without decoding the rest of it:
 /// its key (for the digest), what a filter and the viewer's marking test, and
-/// the sequence it is as of. Read from the stored bytes, which are the wire
-/// encoding of `IndicatorState` (the tags below are its fields'), skipping
-/// every other field; the bytes themselves go to the client as they are.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct StateHead {
-    #[prost(message, optional, tag = "1")]
-    pub indicator: Option<IndicatorHead>,
-    #[prost(int32, tag = "2")]
+/// the sequence it is as of. Read in place from the stored bytes, which are the
+/// wire encoding of `IndicatorState` (the tags below are its fields'),
+/// skipping every other field and copying nothing; the bytes themselves go to
+/// the client as they are.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StateHead<'a> {
+    pub indicator: Option<IndicatorHead<'a>>,
     pub status: i32,
-    #[prost(string, tag = "3")]
-    pub source_org: String,
-    #[prost(uint64, tag = "9")]
+    pub source_org: &'a str,
     pub last_sequence: u64,
 }
 
-impl StateHead {
+impl StateHead<'_> {
     pub fn is_active(&self) -> bool {
         self.status == Status::Active as i32
     }
 }
 
 /// The fields of `Indicator` a [`StateHead`] holds.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct IndicatorHead {
-    #[prost(int32, tag = "1")]
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IndicatorHead<'a> {
     pub kind: i32,
-    #[prost(string, tag = "2")]
-    pub value: String,
-    #[prost(int32, tag = "3")]
+    pub value: &'a str,
     pub category: i32,
-    #[prost(int32, tag = "4")]
     pub risk: i32,
-    #[prost(int32, tag = "7")]
     pub tlp: i32,
 }
 
 /// Reads the [`StateHead`] of one of the hub's own stored indicator states.
-pub fn decode_state_head(bytes: &[u8]) -> Result<StateHead> {
-    StateHead::decode(bytes).map_err(|e| Error::Corrupt {
+pub fn decode_state_head(bytes: &[u8]) -> Result<StateHead<'_>> {
+    let corrupt = |problem: String| Error::Corrupt {
         sequence: 0,
-        problem: format!("indicator state: {e}"),
-    })
+        problem: format!("indicator state: {problem}"),
+    };
+    let mut head = StateHead::default();
+    for field in Fields(bytes) {
+        match field.map_err(corrupt)? {
+            (1, Value::Bytes(indicator)) => {
+                let mut parsed = IndicatorHead::default();
+                for field in Fields(indicator) {
+                    match field.map_err(corrupt)? {
+                        (1, Value::Varint(kind)) => parsed.kind = kind as i32,
+                        (2, Value::Bytes(value)) => parsed.value = utf8(value).map_err(corrupt)?,
+                        (3, Value::Varint(category)) => parsed.category = category as i32,
+                        (4, Value::Varint(risk)) => parsed.risk = risk as i32,
+                        (7, Value::Varint(tlp)) => parsed.tlp = tlp as i32,
+                        _ => {}
+                    }
+                }
+                head.indicator = Some(parsed);
+            }
+            (2, Value::Varint(status)) => head.status = status as i32,
+            (3, Value::Bytes(org)) => head.source_org = utf8(org).map_err(corrupt)?,
+            (9, Value::Varint(sequence)) => head.last_sequence = sequence,
+            _ => {}
+        }
+    }
+    Ok(head)
+}
+
+fn utf8(bytes: &[u8]) -> std::result::Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|e| format!("a string field is not UTF-8: {e}"))
+}
+
+/// One protobuf field's value as read in place.
+enum Value<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    /// A fixed-width field (skipped).
+    Fixed,
+}
+
+/// The fields of one encoded protobuf message, in order: (tag, value).
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = std::result::Result<(u32, Value<'a>), String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let field = self.read();
+        if field.is_err() {
+            // Nothing after a malformed field is read.
+            self.0 = &[];
+        }
+        Some(field)
+    }
+}
+
+impl<'a> Fields<'a> {
+    fn read(&mut self) -> std::result::Result<(u32, Value<'a>), String> {
+        let key = self.varint()?;
+        let tag = u32::try_from(key >> 3).map_err(|_| format!("field key {key} is too large"))?;
+        let value = match key & 7 {
+            0 => Value::Varint(self.varint()?),
+            1 => self.skip(8)?,
+            2 => {
+                let len = self.varint()?;
+                let len = usize::try_from(len).map_err(|_| format!("length {len} is too large"))?;
+                match self.0.split_at_checked(len) {
+                    Some((value, rest)) => {
+                        self.0 = rest;
+                        Value::Bytes(value)
+                    }
+                    None => return Err(format!("field {tag} is cut short")),
+                }
+            }
+            5 => self.skip(4)?,
+            wire_type => return Err(format!("field {tag} has wire type {wire_type}")),
+        };
+        Ok((tag, value))
+    }
+
+    fn varint(&mut self) -> std::result::Result<u64, String> {
+        prost::encoding::decode_varint(&mut self.0).map_err(|e| e.to_string())
+    }
+
+    fn skip(&mut self, len: usize) -> std::result::Result<Value<'a>, String> {
+        self.0 = self
+            .0
+            .get(len..)
+            .ok_or("a fixed-width field is cut short")?;
+        Ok(Value::Fixed)
+    }
 }
 
 /// Decodes one of the hub's own stored indicator states.
@@ -262,21 +346,27 @@ mod tests {
             last_sequence: 9,
             revoke_reason: "false positive".into(),
         };
-        let head = decode_state_head(&encode_state(&state)).expect("decodes");
+        let encoded = encode_state(&state);
+        let head = decode_state_head(&encoded).expect("decodes");
         assert_eq!(
             head,
             StateHead {
                 indicator: Some(IndicatorHead {
                     kind: Kind::UpiId as i32,
-                    value: "mule@okbank".into(),
+                    value: "mule@okbank",
                     category: Category::MuleAccount as i32,
                     risk: Risk::High as i32,
                     tlp: Tlp::Amber as i32,
                 }),
                 status: Status::Revoked as i32,
-                source_org: "police-a".into(),
+                source_org: "police-a",
                 last_sequence: 9,
             }
         );
+        // Cut anywhere inside a field, the bytes are reported corrupt, not a panic.
+        for len in 1..encoded.len() {
+            let _ = decode_state_head(&encoded[..len]);
+        }
+        assert!(decode_state_head(&encoded[..encoded.len() - 1]).is_err());
     }
 }
