@@ -82,6 +82,11 @@ impl Digest {
         }
     }
 
+    /// The digest of the union of two disjoint sets.
+    pub fn combine(self, other: Digest) -> Digest {
+        self.plus(other)
+    }
+
     /// `self + other` modulo 2^256.
     fn plus(self, other: Digest) -> Digest {
         let mut sum = [0u64; 4];

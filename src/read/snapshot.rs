@@ -31,6 +31,7 @@ use crate::indicator::{Category, Kind, Risk, Tlp};
 use crate::policy;
 use crate::proto;
 use crate::registry::Org;
+use crate::state_store::Checkpoint;
 use crate::view::View;
 use crate::wire::StateHead;
 
@@ -186,66 +187,140 @@ async fn run(
     let pins = view.pins().clone();
     let checkpoint = Arc::new(blocking(move || pins.pin(at_least)).await?);
     let as_of_sequence = checkpoint.at;
+    let ranges = key_ranges(&filter);
     let select = Arc::new((filter, viewer));
-    let ranges = key_ranges(&select.0);
-    // Each page is read, filtered, summed and cut into messages in one
-    // blocking task (the stored bytes copied once, into the message); the
-    // next page is read while the one before it is sent.
-    let read = |range: usize, from: Bound<Vec<u8>>, mut page: Page| {
-        let (log, select, end) = (view.log().clone(), select.clone(), ranges[range].1.clone());
-        let checkpoint = checkpoint.clone();
-        tokio::task::spawn_blocking(move || {
-            let (filter, viewer) = &*select;
-            let next = log
-                .states()
-                .states_in(&checkpoint, from, &end, PAGE, |head, bytes| {
-                    if filter.matches(viewer, &head) {
-                        page.add(head, bytes, as_of_sequence);
+    // Each kind's key range is cut in two at about its middle, and the
+    // halves are read by two lanes at once (a snapshot is a set: its
+    // messages may come in any order), so that reading is not one thread's.
+    let halves = {
+        let (log, checkpoint) = (view.log().clone(), checkpoint.clone());
+        blocking(move || {
+            let mut lanes = vec![Vec::new(), Vec::new()];
+            for (from, to) in ranges {
+                match log.states().middle(&checkpoint, &from, &to)? {
+                    Some(middle) => {
+                        lanes[0].push((from, middle.clone()));
+                        lanes[1].push((middle, to));
                     }
-                })?;
-            Ok::<_, Error>((page, next))
+                    None => lanes[0].push((from, to)),
+                }
+            }
+            Ok(lanes)
         })
+        .await?
     };
-    let first = Bound::Included(ranges[0].0.clone());
-    let mut reading = Some((0, read(0, first, Page::default())));
-    let mut page = Page::default();
-    while let Some((range, read_page)) = reading.take() {
-        let next;
-        (page, next) = read_page.await.map_err(|e| {
+    let lanes: Vec<_> = halves
+        .into_iter()
+        .filter(|ranges| !ranges.is_empty())
+        .map(|ranges| {
+            let lane = Lane {
+                view: view.clone(),
+                checkpoint: checkpoint.clone(),
+                select: select.clone(),
+                messages: messages.clone(),
+                stop: stop.clone(),
+            };
+            tokio::spawn(lane.run(ranges))
+        })
+        .collect();
+    let mut digest = Digest::EMPTY;
+    let mut count = 0;
+    for lane in lanes {
+        let read = lane.await.map_err(|e| {
             Error::Unavailable(format!("the snapshot's storage read was interrupted: {e}"))
         })??;
-        let full = std::mem::take(&mut page.full);
-        let carried = Page {
-            full: Vec::new(),
-            ..std::mem::take(&mut page)
+        let Some(page) = read else {
+            return Ok(());
         };
-        reading = match next {
-            Some(key) => Some((range, read(range, Bound::Excluded(key), carried))),
-            None if range + 1 < ranges.len() => {
-                let from = Bound::Included(ranges[range + 1].0.clone());
-                Some((range + 1, read(range + 1, from, carried)))
-            }
-            None => {
-                page = carried;
-                None
-            }
-        };
-        for message in full {
-            if !send(messages, stop, message).await {
-                return Ok(());
-            }
-        }
+        digest = digest.combine(page.digest);
+        count += page.count;
     }
-    let last = page.open.finish(proto::SnapshotResponse {
+    let last = SnapshotChunk::default().finish(proto::SnapshotResponse {
         as_of_sequence,
-        digest: page.digest.to_hex(),
+        digest: digest.to_hex(),
         last: true,
-        count: page.count,
+        count,
         ..Default::default()
     });
     send(messages, stop, last).await;
     drop(checkpoint);
     Ok(())
+}
+
+/// One reader of a snapshot: its key ranges, in turn.
+struct Lane {
+    view: View,
+    checkpoint: Arc<Checkpoint>,
+    select: Arc<(SnapshotFilter, Org)>,
+    messages: mpsc::Sender<Result<SnapshotChunk, Status>>,
+    stop: CancellationToken,
+}
+
+impl Lane {
+    /// Reads and sends every matching state in `ranges`; returns the count and
+    /// digest of what it sent (in a [`Page`]), or `None` when the client went.
+    async fn run(self, ranges: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Option<Page>> {
+        let as_of_sequence = self.checkpoint.at;
+        // Each page is read, filtered, summed and cut into messages in one
+        // blocking task (the stored bytes copied once, into the message); the
+        // next page is read while the one before it is sent.
+        let read = |range: usize, from: Bound<Vec<u8>>, mut page: Page| {
+            let (log, select) = (self.view.log().clone(), self.select.clone());
+            let (checkpoint, end) = (self.checkpoint.clone(), ranges[range].1.clone());
+            tokio::task::spawn_blocking(move || {
+                let (filter, viewer) = &*select;
+                let next =
+                    log.states()
+                        .states_in(&checkpoint, from, &end, PAGE, |head, bytes| {
+                            if filter.matches(viewer, &head) {
+                                page.add(head, bytes, as_of_sequence);
+                            }
+                        })?;
+                Ok::<_, Error>((page, next))
+            })
+        };
+        let first = Bound::Included(ranges[0].0.clone());
+        let mut reading = Some((0, read(0, first, Page::default())));
+        let mut page = Page::default();
+        while let Some((range, read_page)) = reading.take() {
+            let next;
+            (page, next) = read_page.await.map_err(|e| {
+                Error::Unavailable(format!("the snapshot's storage read was interrupted: {e}"))
+            })??;
+            let full = std::mem::take(&mut page.full);
+            let carried = Page {
+                full: Vec::new(),
+                ..std::mem::take(&mut page)
+            };
+            reading = match next {
+                Some(key) => Some((range, read(range, Bound::Excluded(key), carried))),
+                None if range + 1 < ranges.len() => {
+                    let from = Bound::Included(ranges[range + 1].0.clone());
+                    Some((range + 1, read(range + 1, from, carried)))
+                }
+                None => {
+                    page = carried;
+                    None
+                }
+            };
+            for message in full {
+                if !send(&self.messages, &self.stop, message).await {
+                    return Ok(None);
+                }
+            }
+        }
+        let open = std::mem::take(&mut page.open);
+        if open.indicators > 0 {
+            let message = open.finish(proto::SnapshotResponse {
+                as_of_sequence,
+                ..Default::default()
+            });
+            if !send(&self.messages, &self.stop, message).await {
+                return Ok(None);
+            }
+        }
+        Ok(Some(page))
+    }
 }
 
 /// Runs blocking storage work off the async workers.

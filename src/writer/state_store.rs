@@ -174,6 +174,39 @@ impl StateStore {
         Ok(None)
     }
 
+    /// A key about halfway between the first and the last stored state of
+    /// `checkpoint` in `from..to` (by the first 8 bytes after their common
+    /// prefix, read as a number), to read the range in two parts; `None` when
+    /// the range holds fewer than two states.
+    pub fn middle(
+        &self,
+        checkpoint: &Checkpoint,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
+        let mut range = checkpoint.snapshot.range(&self.states, from..to);
+        let (Some(first), Some(last)) = (range.next(), range.next_back()) else {
+            return Ok(None);
+        };
+        let (first, last) = (first.key()?, last.key()?);
+        let common = first
+            .iter()
+            .zip(last.iter())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let number = |key: &[u8]| {
+            let mut bytes = [0u8; 8];
+            for (byte, from) in bytes.iter_mut().zip(key.iter().skip(common)) {
+                *byte = *from;
+            }
+            u64::from_be_bytes(bytes)
+        };
+        let (low, high) = (number(&first), number(&last));
+        let mut middle = first[..common].to_vec();
+        middle.extend_from_slice(&(low + (high - low) / 2).to_be_bytes());
+        Ok((middle.as_slice() > &first[..] && middle.as_slice() <= &last[..]).then_some(middle))
+    }
+
     /// Every stored indicator state, in key order (kind, then value).
     pub fn indicators(&self) -> impl Iterator<Item = Result<IndicatorState>> + use<> {
         let first = [Kind::PhoneNumber as i32 as u8];
@@ -291,6 +324,55 @@ mod tests {
             store.indicators().count(),
             3,
             "its own entries are not states"
+        );
+    }
+
+    /// Read in two parts cut at `middle`, a range holds each state once, and
+    /// both parts hold some.
+    #[test]
+    fn a_range_read_in_two_parts_cut_at_its_middle_holds_each_state_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = StateStore::open(&dir.path().join("states")).expect("open");
+        let states: Vec<_> = (0..1000)
+            .map(|n| {
+                state(
+                    &format!("+9190{:08}", n * 7919 % 100_000),
+                    Status::Active,
+                    n,
+                )
+            })
+            .collect();
+        store
+            .checkpoint(&states.iter().collect::<Vec<_>>(), 1000, Digest::EMPTY)
+            .expect("checkpoint");
+        let held = store.hold(1000);
+        let (from, to) = (vec![1u8], vec![INDICATOR_KEYS_END]);
+        let middle = store
+            .middle(&held, &from, &to)
+            .expect("middle")
+            .expect("a range of 1,000 states has a middle");
+        let count = |from: Vec<u8>, to: &[u8]| {
+            let mut count = 0;
+            let next = store
+                .states_in(&held, Bound::Included(from), to, usize::MAX, |_, _| {
+                    count += 1
+                })
+                .expect("read");
+            assert_eq!(next, None);
+            count
+        };
+        let (low, high) = (count(from.clone(), &middle), count(middle.clone(), &to));
+        assert_eq!(low + high, 1000);
+        assert!(low > 300 && high > 300, "about halves: {low} and {high}");
+        let single = [state("+911", Status::Active, 1)];
+        let (other, _) = StateStore::open(&dir.path().join("other")).expect("open");
+        other
+            .checkpoint(&[&single[0]], 1, Digest::EMPTY)
+            .expect("checkpoint");
+        assert_eq!(
+            other.middle(&other.hold(1), &from, &to).expect("middle"),
+            None,
+            "one state is not cut"
         );
     }
 }
