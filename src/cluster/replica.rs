@@ -1,7 +1,8 @@
 //! The replica consumer: every node applies what the cluster's stream holds.
 //!
 //! Owns: reading the stream in order from the node's head + 1 (an ordered
-//! consumer: no acks, it recreates itself on a gap or a lost server) and
+//! consumer: no acks, it recreates itself on a gap or a lost server, and is
+//! recreated when it stays quiet while the stream moves on) and
 //! handing what it reads to the writer in batches ([`Applier`]), which checks
 //! that each follows its head, stores it in the local sled log (no sync: the
 //! stream is the durable copy), applies the state and feeds subscribers. After
@@ -27,6 +28,8 @@ use super::{Cluster, STREAM};
 const APPLY_BATCH: usize = 1000;
 /// How long [`read_range`] may take.
 const RANGE_WITHIN: Duration = Duration::from_secs(60);
+/// Silence after which the consumer is checked against the stream's head.
+const QUIET: Duration = Duration::from_secs(2);
 /// Pause before reading again after an error.
 const BACKOFF: Duration = Duration::from_millis(500);
 
@@ -60,8 +63,22 @@ pub fn spawn(
 async fn follow(cluster: &Cluster, applier: &Applier, head: &mut u64) -> Result<()> {
     let mut messages = messages_from(cluster, *head + 1).await?;
     loop {
-        let Some(first) = messages.next().await else {
-            return Err(Error::Unavailable("the stream's consumer ended".into()));
+        let first = match tokio::time::timeout(QUIET, messages.next()).await {
+            Ok(Some(message)) => message,
+            Ok(None) => return Err(Error::Unavailable("the stream's consumer ended".into())),
+            // Nothing for a while: either nothing was written, or the
+            // consumer lost its server without noticing (seen after a NATS
+            // stream leader's kill -9: a new leader hub waited over 40 s at
+            // one event short of the stream's head). Recreated if behind.
+            Err(_) => {
+                let stream_head = cluster.stream_head().await?;
+                if stream_head > *head {
+                    return Err(Error::Unavailable(format!(
+                        "the stream's consumer delivered nothing for {QUIET:?} while the stream is at {stream_head}"
+                    )));
+                }
+                continue;
+            }
         };
         let mut batch = vec![record(first)?];
         while batch.len() < APPLY_BATCH {
