@@ -265,9 +265,15 @@ pub fn state_json(state: &proto::IndicatorState) -> serde_json::Value {
 pub struct Snapshot {
     /// Subscribe with `after_sequence` = this to stay exact.
     pub as_of_sequence: u64,
+    /// Sorted by kind, then value.
     pub indicators: Vec<proto::IndicatorState>,
     /// The hub's digest, equal to the one computed over `indicators`.
     pub digest: String,
+}
+
+/// A snapshot's order in this client: kind, then value.
+fn sort_key(state: &proto::IndicatorState) -> Option<(i32, &str)> {
+    state.indicator.as_ref().map(|i| (i.kind, i.value.as_str()))
 }
 
 /// The digest (see [`crate::digest`]) of a set of indicators a client holds.
@@ -325,6 +331,11 @@ pub async fn snapshot(
                 )));
             }
             snapshot.digest = message.digest;
+            // The hub sends a snapshot in no particular order; this client
+            // gives it sorted by kind, then value.
+            snapshot
+                .indicators
+                .sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
             return Ok(snapshot);
         }
     }
