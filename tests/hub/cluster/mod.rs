@@ -45,12 +45,30 @@ pub const WITHIN: Duration = Duration::from_secs(30);
 /// The health service name a cluster hub answers SERVING on only while it takes writes.
 pub const WRITE_HEALTH: &str = dip_hub::cluster::WRITE_HEALTH_SERVICE;
 
-/// Ports a process binds later: reserved by binding port 0, then released.
+/// Ports a process binds later: the next free one (checked by binding it,
+/// then released) in 20000..32000, below Linux's ephemeral range (32768 on),
+/// where any outgoing connection of the suite could take a port between its
+/// release and the server's bind (a nats-server then failed to start and its
+/// peers never found a meta leader). Handed out in turn, so never twice.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        AtomicU32::new((std::process::id().wrapping_mul(7_919) ^ nanos) % COUNT)
+    });
+    for _ in 0..COUNT {
+        let port = (FIRST + next.fetch_add(1, Ordering::Relaxed) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + COUNT)
 }
 
 /// One `nats-server` of the cluster.
