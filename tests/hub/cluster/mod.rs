@@ -94,9 +94,8 @@ pub struct NatsCluster {
 /// Most NATS clusters the suite runs at once. Each test's cluster is 3 servers
 /// with fsync on every write; with every cluster test's at once on 2 cores,
 /// health waits and JetStream requests ran into their bounds (a flaky
-/// `fence`, 2 runs in 12, and again with 2 at once): the tests take turns,
-/// one cluster at a time.
-const CLUSTERS_AT_ONCE: usize = 1;
+/// `fence`, 2 runs in 12): the tests take turns instead.
+const CLUSTERS_AT_ONCE: usize = 2;
 
 /// Waits for a turn to run a NATS cluster (held until the cluster is dropped).
 async fn turn() -> OwnedSemaphorePermit {
