@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use super::{ClusterHub, NatsCluster, WITHIN, publish_request, two_hubs, wait_for_leader};
-use crate::harness::{Client, TestPki, collect_events, phone, subscribe_request};
+use super::{ClusterHub, WITHIN, publish_request, two_hubs};
+use crate::harness::{Client, collect_events, phone, subscribe_request};
 
 const REGULATOR: &str = "dot-regulator";
 
@@ -246,14 +246,8 @@ async fn an_admin_change_on_one_hub_applies_on_every_hub_and_after_a_restart() {
 /// node shares (the bucket), not a node's own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_durable_consumer_limit_counts_the_shared_cursors() {
-    let nats = NatsCluster::start().await;
-    let pki = TestPki::new();
-    let hubs = [
-        ClusterHub::start(&pki, &nats).await,
-        ClusterHub::start(&pki, &nats).await,
-    ];
+    let (_nats, _pki, hubs, leader) = two_hubs().await;
     // One event on both hubs, to acknowledge.
-    let (leader, _) = wait_for_leader(&hubs.iter().collect::<Vec<_>>(), WITHIN).await;
     hubs[leader]
         .client("mumbai-police")
         .await
