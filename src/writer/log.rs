@@ -360,7 +360,7 @@ impl Log {
     /// the expiry index moves with each state, and the group's idempotency keys
     /// are recorded. Written per group, because the writer reads idempotency keys
     /// and the expiry task the index; the states themselves reach disk in
-    /// checkpoints ([`Log::checkpoint`]). Rewriting the same changes again (replay)
+    /// checkpoints (`StateStore::checkpoint`). Rewriting the same changes again (replay)
     /// leaves the same entries.
     pub fn apply_indexes(
         &self,
